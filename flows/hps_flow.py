@@ -1,0 +1,186 @@
+"""HPS alignment pipeline: validate -> groups -> SFT -> HPS -> evaluate -> register, with lineage.
+
+Run as:
+    python flows/hps_flow.py run                                              # embedded default, laptop
+    python flows/hps_flow.py --config config flows/configs/<name>.toml run    # your data and models
+    python flows/hps_flow.py argo-workflows create                            # scheduled, on Kubernetes
+
+                      ┌─> train_sft ──> train_hps ──┐
+start -> validate -> build_groups                   ├─> evaluate -> register -> end
+                      └─> train_reward_model ───────┘
+
+MLflow: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<cwd>/mlflow.db`` (artifacts in ``./mlruns``).
+Each step is a few lines; the work lives in ``hps_core.pipeline``.
+"""
+
+import getpass
+import os
+
+# Containers and CI often run as root or without $USER; Metaflow refuses both, so name the user.
+if not any(os.environ.get(v, "root") != "root" for v in ("METAFLOW_USER", "SUDO_USER", "USERNAME", "USER")):
+    _user = getpass.getuser()
+    os.environ["METAFLOW_USER"] = _user if _user != "root" else "hps-runner"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from the config's paths or the local builder
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from metaflow import Config, FlowSpec, card, config_expr, current, resources, step  # noqa: E402
+
+GPU = config_expr("config.resources.gpu")
+MEMORY = config_expr("config.resources.memory")
+CPU = config_expr("config.resources.cpu")
+
+
+class HPSFlow(FlowSpec):
+    """Hard Preference Sampling alignment, from raw preference data to registered model versions."""
+
+    config = Config(
+        "config",
+        default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.toml"),
+        parser="hps_core.config.parse_config_text",
+        help="TOML config (flows/configs/*.toml); unknown keys are errors.",
+    )
+
+    def _ctx(self):
+        from pathlib import Path
+
+        from hps_core.config import PipelineConfig
+        from hps_core.pipeline import StepContext
+        from hps_core.tracking import MlflowTracker
+
+        cfg = PipelineConfig.from_dict(dict(self.config), source="config")
+        tracker = MlflowTracker(self.tracking_uri, experiment_name=cfg.run.experiment)
+        return StepContext(cfg, Path(self.run_dir), tracker, self.mlflow_parent_run_id, dict(self.lineage))
+
+    @step
+    def start(self):
+        """Resolve the config, record code version, open the MLflow parent run."""
+        from pathlib import Path
+
+        from hps_core.config import PipelineConfig
+        from hps_core.lineage import code_version, json_digest
+        from hps_core.tracking import MlflowTracker, resolve_tracking_uri
+
+        cfg = PipelineConfig.from_dict(dict(self.config), source="config")
+        self.resolved_config = cfg.to_dict()
+        self.run_dir = str((Path(cfg.run.output_dir) / "runs" / current.run_id).resolve())
+        self.tracking_uri = resolve_tracking_uri()
+        self.lineage = {
+            "metaflow.pathspec": f"{current.flow_name}/{current.run_id}",
+            "git_commit": code_version(),
+            "config_digest": json_digest(self.resolved_config),
+        }
+        tracker = MlflowTracker(self.tracking_uri, experiment_name=cfg.run.experiment)
+        self.mlflow_parent_run_id = tracker.create_parent_run(f"hps-{current.run_id}", tags=self.lineage)
+        tracker.log_params(self.mlflow_parent_run_id, self.resolved_config)
+        print(f"MLflow: {self.tracking_uri} (run {self.mlflow_parent_run_id}); outputs in {self.run_dir}")
+        self.next(self.validate)
+
+    @card(type="blank", id="contracts")
+    @step
+    def validate(self):
+        """Raw data -> canonical table -> data contracts; stops the flow with a report on a violation."""
+        from metaflow.cards import Markdown
+
+        from hps_core import pipeline
+
+        try:
+            self.validation = pipeline.validate(self._ctx())
+        except Exception as err:
+            current.card["contracts"].append(Markdown(f"# Data contracts FAILED\n\n```\n{err}\n```"))
+            raise
+        current.card["contracts"].append(Markdown("# Data contracts passed\n\n" + self.validation["report_markdown"]))
+        self.lineage = {
+            **self.lineage,
+            "canonical_digest": self.validation["canonical_digest"],
+            "raw_file_digests": ";".join(f"{os.path.basename(p)}={d}" for p, d in self.validation["raw_files"].items()),
+            "contract_suites": ";".join(f"{k}@{v}" for k, v in self.validation["contract"]["suites"].items()),
+            "contract_result": "passed",
+        }
+        self.next(self.build_groups)
+
+    @step
+    def build_groups(self):
+        """One ranked group per prompt, train/eval split by prompt hash, negatives drawn per epoch."""
+        from hps_core import pipeline
+
+        self.groups = pipeline.build_groups(self._ctx(), self.validation["canonical_path"])
+        self.lineage = {**self.lineage, "groups_digest": self.groups["groups_digest"], "base_model": self.groups["base_model"]}
+        self.next(self.train_sft, self.train_reward_model)
+
+    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step
+    def train_sft(self):
+        """Supervised fine-tuning of the base model (GPU step on a cluster)."""
+        from hps_core import pipeline
+
+        self.sft = pipeline.train_sft(self._ctx(), self.groups["groups_path"], self.groups["base_model"])
+        self.next(self.train_hps)
+
+    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step
+    def train_hps(self):
+        """Preference training with hard negatives from the SFT checkpoint (frozen as reference)."""
+        from hps_core import pipeline
+
+        self.hps = pipeline.train_hps(self._ctx(), self.groups["groups_path"], self.groups["negatives_path"], self.sft["model_dir"])
+        self.next(self.evaluate)
+
+    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step
+    def train_reward_model(self):
+        """Bradley-Terry reward model on the training groups, unless the config names one."""
+        from hps_core import pipeline
+
+        self.reward_model = pipeline.train_reward_model(self._ctx(), self.groups["groups_path"], self.groups["base_model"])
+        self.next(self.evaluate)
+
+    @card(type="blank", id="evaluation")
+    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step
+    def evaluate(self, inputs):
+        """SFT and HPS side by side: reward, harm, implicit margins, with 95 % intervals."""
+        from metaflow.cards import Image, Markdown
+
+        from hps_core import pipeline
+
+        self.merge_artifacts(inputs, include=["resolved_config", "run_dir", "tracking_uri", "lineage", "mlflow_parent_run_id", "validation", "groups", "sft", "hps", "reward_model"])
+        self.evaluation = pipeline.evaluate(
+            self._ctx(), self.groups["groups_path"], self.sft["model_dir"], self.hps["model_dir"], self.reward_model["model_dir"]
+        )
+        self.lineage = {**self.lineage, "reward_model": self.reward_model["model_dir"]}
+        current.card["evaluation"].append(Markdown("# SFT vs HPS\n\n" + self.evaluation["comparison_markdown"]))
+        for path in self.evaluation["figures"]:
+            with open(path, "rb") as handle:
+                current.card["evaluation"].append(Image(handle.read(), label=os.path.basename(path)))
+        self.next(self.register)
+
+    @step
+    def register(self):
+        """Both checkpoints become MLflow model versions with metrics and lineage; HPS gets `challenger`."""
+        from hps_core import pipeline
+
+        self.registered = pipeline.register(
+            self._ctx(), self.sft["model_dir"], self.hps["model_dir"], self.evaluation["metrics"], self.lineage
+        )
+        self.next(self.end)
+
+    @step
+    def end(self):
+        """Close the MLflow parent run and tag this Metaflow run with what it registered."""
+        from metaflow import Run
+
+        from hps_core.tracking import MlflowTracker
+
+        tracker = MlflowTracker(self.tracking_uri, experiment_name=self.resolved_config["run"]["experiment"])
+        tracker.set_tags(self.mlflow_parent_run_id, {f"registered.{k}": v for k, v in self.registered.items()})
+        tracker.finish_run(self.mlflow_parent_run_id)
+        Run(f"{current.flow_name}/{current.run_id}").add_tags(
+            [f"mlflow_run:{self.mlflow_parent_run_id}"] + [f"model:{uri}" for uri in self.registered.values()]
+        )
+        for name, uri in self.registered.items():
+            print(f"registered {name}: {uri}")
+
+
+if __name__ == "__main__":
+    HPSFlow()

@@ -1,0 +1,219 @@
+"""Load policy, reference and reward models by hub id or local path; build the tiny default model.
+
+One loader for every model: the tiny default is saved as an ordinary Hugging Face directory
+(safetensors) and loaded back through exactly the ``from_pretrained`` call an 8B hub model goes through,
+so the laptop run exercises the production code path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from hps_core.config import TinyModelConfig
+
+SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+TINY_BUILDER_VERSION = "1"  # bump when the builder changes, so cached tiny models are rebuilt
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message names the model and what to do."""
+
+
+def default_cache_dir() -> Path:
+    """Where built tiny models are cached: ``$HPS_CACHE_DIR`` or ``~/.cache/hps_align``."""
+    return Path(os.environ.get("HPS_CACHE_DIR", Path.home() / ".cache" / "hps_align"))
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on CPU (bf16 matmuls are slow there and hurt tiny models), bf16 on GPUs that support it."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _check_safetensors(path: Path, allow_pickle: bool) -> None:
+    """Refuse pickle-only checkpoints: unpickling runs arbitrary code from whoever made the file."""
+    if not path.is_dir():
+        return  # a hub id: transformers itself prefers safetensors; use_safetensors below enforces it
+    has_safe = any(path.glob("*.safetensors"))
+    has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.pth"))
+    if has_pickle and not has_safe and not allow_pickle:
+        raise ModelLoadError(
+            f"{path} holds only pickle weights (*.bin/*.pt); they can run arbitrary code when loaded. "
+            "Convert them to safetensors (model.save_pretrained(dir, safe_serialization=True)) or opt in "
+            "explicitly in the config."
+        )
+
+
+def _resolve(name_or_path: str) -> str:
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} exists but has no config.json: it is not a Hugging Face model directory")
+        return str(path.resolve())
+    if name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path.strip("/").replace("/", "", 1):
+        raise ModelLoadError(f"model path {name_or_path} does not exist")
+    return name_or_path  # a hub id such as "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    source = _resolve(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise ModelLoadError(
+            f"could not load the tokenizer of {name_or_path!r}: {err}. With no network, pass a local directory."
+        ) from err
+    if tok.pad_token is None:  # many causal LMs ship without one; eos is the usual stand-in
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(
+    name_or_path: str,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+):
+    """Load a causal LM and its tokenizer (hub id or directory), safetensors only by default."""
+    from transformers import AutoModelForCausalLM
+
+    device = device or pick_device()
+    source = _resolve(name_or_path)
+    _check_safetensors(Path(source), allow_pickle)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=dtype or train_dtype(device),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+        )
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"could not load causal LM {name_or_path!r}: {err}") from err
+    return model.to(device), load_tokenizer(source, trust_remote_code=trust_remote_code)
+
+
+def load_reward_model(
+    name_or_path: str,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    num_labels: int | None = None,
+):
+    """Load a sequence-classification reward model (or initialise its head from a causal LM directory)."""
+    from transformers import AutoModelForSequenceClassification
+
+    device = device or pick_device()
+    source = _resolve(name_or_path)
+    _check_safetensors(Path(source), allow_pickle)
+    kwargs = {"num_labels": num_labels} if num_labels is not None else {}
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            dtype=dtype or train_dtype(device),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+            **kwargs,
+        )
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"could not load reward model {name_or_path!r}: {err}") from err
+    tok = load_tokenizer(source, trust_remote_code=trust_remote_code)
+    if model.config.pad_token_id is None:  # needed to find the last token of each padded sequence
+        model.config.pad_token_id = tok.pad_token_id
+    return model.to(device), tok
+
+
+def _train_tokenizer(texts: Iterable[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
+
+
+def _tiny_digest(texts: list[str], cfg: TinyModelConfig, seed: int) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"cfg": asdict(cfg), "seed": seed, "v": TINY_BUILDER_VERSION}, sort_keys=True).encode())
+    for text in texts:
+        h.update(text.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def build_tiny_model(
+    corpus: Iterable[str], cfg: TinyModelConfig, *, seed: int = 0, cache_dir: Path | None = None
+) -> Path:
+    """Build (or reuse from the cache) the tiny default causal LM: a byte-level BPE tokenizer trained on
+    ``corpus`` and a randomly initialised small Llama, saved as a Hugging Face directory.
+
+    Deterministic: the same corpus, config and seed give the same directory name and the same weights.
+    The directory is written to a temp folder and renamed into place, so a crash never leaves a
+    half-built model in the cache.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    texts = list(corpus)
+    out = (cache_dir or default_cache_dir()) / f"tiny-llama-{_tiny_digest(texts, cfg, seed)}"
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_tokenizer(texts, cfg.vocab_size)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():  # another process finished first; keep its copy
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,238 @@
+"""What each step of the flow does, as plain functions: the flow file only orchestrates them.
+
+Every function takes a :class:`StepContext` (config, run directory, tracker, parent MLflow run) and
+returns small JSON-able results (paths, digests, metrics); models and tables move between steps as files
+under the run directory, never as pickled artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hps_core.config import PipelineConfig
+from hps_core.tracking import NullTracker, Tracker
+
+
+@dataclass
+class StepContext:
+    cfg: PipelineConfig
+    run_dir: Path  # everything this run writes: data, groups, checkpoints, eval tables
+    tracker: Tracker = field(default_factory=NullTracker)
+    parent_run_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # lineage tags put on every MLflow run
+
+    @property
+    def cache_dir(self) -> Path:
+        """Shared across runs: built tiny models and reference log-probs, keyed by content digests."""
+        import os
+
+        return Path(os.environ.get("HPS_CACHE_DIR", Path(self.cfg.run.output_dir) / "cache")).resolve()
+
+    def path(self, *parts: str) -> Path:
+        p = self.run_dir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def child(self, name: str):
+        return self.tracker.child_run(self.parent_run_id or "", name, tags=self.tags)
+
+    def metric_logger(self, run_id: str, prefix: str):
+        return lambda metrics, step: self.tracker.log_metrics(
+            run_id, {f"{prefix}{k}" if prefix and "/" not in k else k: v for k, v in metrics.items()}, step=step
+        )
+
+
+def validate(ctx: StepContext) -> dict[str, Any]:
+    """Raw data -> canonical table -> data contracts. Raises ContractViolation (after logging the report)
+    so nothing downstream runs on data that broke a contract."""
+    from data_contracts import require_valid, validate_canonical
+    from hps_core.data import load_canonical, table_digest
+
+    data_cfg = ctx.cfg.data
+    raw = load_canonical(data_cfg, ctx.cfg.run.seed, ctx.path("data"))
+    with ctx.child("validate") as run_id:
+        report = validate_canonical(
+            raw.table, max_prompt_chars=data_cfg.max_prompt_chars, max_response_chars=data_cfg.max_response_chars
+        )
+        ctx.tracker.log_dict(run_id, report.to_dict(), "contracts/validation_result.json")
+        ctx.tracker.log_text(run_id, report.to_markdown(), "contracts/validation_report.md")
+        counts = {
+            "rows": float(len(raw.table)),
+            "prompts": float(raw.table["prompt_id"].nunique()),
+            "contract_failures": float(len(report.failures)),
+        }
+        ctx.tracker.log_metrics(run_id, counts)
+        require_valid(report)
+    canonical_path = ctx.path("data", "canonical.parquet")
+    raw.table.to_parquet(canonical_path, index=False)
+    return {
+        "canonical_path": str(canonical_path),
+        "raw_files": raw.raw_files,
+        "canonical_digest": table_digest(raw.table),
+        "contract": {"success": report.success, "suites": report.suites, "statistics": report.statistics},
+        "counts": counts,
+        "report_markdown": report.to_markdown(),
+    }
+
+
+def build_groups(ctx: StepContext, canonical_path: str) -> dict[str, Any]:
+    """Groups per prompt, negatives drawn per epoch (seeded), and the base model resolved (the tiny one
+    is built here, once, before the training branches start)."""
+    from hps_core import groups as G
+    from hps_core.sampling import make_gamma_schedule
+    from hps_core.losses import parse_method
+
+    cfg = ctx.cfg
+    table = pd.read_parquet(canonical_path)
+    groups = G.build_groups(table)
+    _, preference_model = parse_method(cfg.hps.method)
+    rule = {"hps": "hps", "bt": cfg.hps.bt_negative_rule, "pl": None}[preference_model]
+    train = groups[groups["split"] == "train"].reset_index(drop=True)
+    negatives = pd.DataFrame(columns=["epoch", "prompt_id", "negative_rank", "negative_id", "gamma", "q", "n_dispreferred"])
+    if rule is not None:
+        negatives = G.draw_epoch_negatives(
+            train, rule=rule, schedule=gamma_schedule(cfg), n_epochs=cfg.hps.epochs, seed=cfg.run.seed
+        )
+    groups_path, negatives_path = ctx.path("groups", "groups.parquet"), ctx.path("groups", "negatives.parquet")
+    groups.to_parquet(groups_path, index=False)
+    negatives.to_parquet(negatives_path, index=False)
+    stats = G.group_stats(groups, negatives)
+    base = resolve_base_model(ctx, table)
+    with ctx.child("build_groups") as run_id:
+        ctx.tracker.log_metrics(run_id, {f"groups/{k}": v for k, v in stats.items()})
+        ctx.tracker.log_artifact(run_id, str(negatives_path), "groups")
+    return {
+        "groups_path": str(groups_path),
+        "negatives_path": str(negatives_path),
+        "groups_digest": G.groups_digest(groups, negatives),
+        "stats": stats,
+        "base_model": base,
+    }
+
+
+def gamma_schedule(cfg: PipelineConfig):
+    from hps_core.sampling import make_gamma_schedule
+
+    kind = cfg.hps.gamma_schedule
+    if kind == "constant":
+        return make_gamma_schedule("constant", gamma=cfg.hps.gamma)
+    if kind == "linear":
+        return make_gamma_schedule("linear", gamma_start=cfg.hps.gamma_start, gamma_end=cfg.hps.gamma_end)
+    return make_gamma_schedule(kind)
+
+
+def resolve_base_model(ctx: StepContext, table: pd.DataFrame) -> str:
+    """The configured base model, or the tiny default built from the corpus (cached by digest)."""
+    if ctx.cfg.model.base != "tiny":
+        return ctx.cfg.model.base
+    from hps_core.data.synthetic import format_prompt
+    from hps_core.models import build_tiny_model
+
+    prompts = sorted(set(table["prompt"]))
+    corpus = [format_prompt(p) for p in prompts] + sorted(set(" " + r for r in table["response"]))
+    return str(build_tiny_model(corpus, ctx.cfg.model.tiny, seed=ctx.cfg.run.seed, cache_dir=ctx.cache_dir / "models"))
+
+
+def train_sft(ctx: StepContext, groups_path: str, base_model: str) -> dict[str, Any]:
+    from hps_core.train.sft import train_sft as _train
+
+    out = ctx.path("models", "sft")
+    with ctx.child("train_sft") as run_id:
+        metrics = _train(
+            base_model, pd.read_parquet(groups_path), ctx.cfg.model, ctx.cfg.sft, out,
+            seed=ctx.cfg.run.seed, log_fn=ctx.metric_logger(run_id, "sft/"), checkpoint_dir=ctx.path("checkpoints", "sft"),
+        )
+        ctx.tracker.log_metrics(run_id, {f"sft/final_{k}" if "/" not in k else k: v for k, v in metrics.items()})
+    return {"model_dir": str(out), "metrics": metrics}
+
+
+def train_reward_model(ctx: StepContext, groups_path: str, base_model: str) -> dict[str, Any]:
+    """Train a Bradley-Terry reward model when none is configured; otherwise just name the configured one."""
+    if ctx.cfg.reward_model.path:
+        return {"model_dir": ctx.cfg.reward_model.path, "metrics": {}, "trained": False}
+    from hps_core.reward import train_reward_model as _train
+
+    out = ctx.path("models", "reward_model")
+    with ctx.child("train_reward_model") as run_id:
+        metrics = _train(
+            base_model, pd.read_parquet(groups_path), ctx.cfg.model, ctx.cfg.reward_model, out,
+            seed=ctx.cfg.run.seed, log_fn=ctx.metric_logger(run_id, "reward_model/"),
+        )
+        ctx.tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if "/" in k})
+    return {"model_dir": str(out), "metrics": metrics, "trained": True}
+
+
+def train_hps(ctx: StepContext, groups_path: str, negatives_path: str, sft_dir: str) -> dict[str, Any]:
+    from hps_core.train.preference import train_preference
+
+    out = ctx.path("models", "hps")
+    negatives = pd.read_parquet(negatives_path)
+    with ctx.child("train_hps") as run_id:
+        metrics = train_preference(
+            sft_dir, pd.read_parquet(groups_path), negatives, ctx.cfg.model, ctx.cfg.hps, out,
+            seed=ctx.cfg.run.seed, cache_dir=ctx.cache_dir / "reference", log_fn=ctx.metric_logger(run_id, ""),
+            checkpoint_dir=ctx.path("checkpoints", "hps"),
+        )
+        if len(negatives):
+            for epoch, gamma in negatives.groupby("epoch")["gamma"].first().items():
+                ctx.tracker.log_metrics(run_id, {"gamma": float(gamma)}, step=int(epoch))
+    return {"model_dir": str(out), "metrics": metrics}
+
+
+def evaluate(ctx: StepContext, groups_path: str, sft_dir: str, hps_dir: str, reward_dir: str) -> dict[str, Any]:
+    """SFT and HPS side by side: generations scored by the reward model and the harm judge; implicit
+    margins of the HPS policy (the SFT policy is its own reference, so its margins are 0 by construction
+    and are not reported)."""
+    from hps_core.evaluation_report import run_evaluation
+
+    return run_evaluation(ctx, pd.read_parquet(groups_path), sft_dir, hps_dir, reward_dir)
+
+
+def register(ctx: StepContext, sft_dir: str, hps_dir: str, metrics: dict[str, dict[str, float]], lineage: dict[str, str]) -> dict[str, Any]:
+    """Both checkpoints become model versions with their metrics and lineage tags; the new HPS version
+    gets the configured alias (``challenger``).
+
+    Each version is registered from its own child run: MLflow's compare-versions page shows the metrics
+    of each version's run, so two versions from one run would show the same numbers."""
+    reg = ctx.cfg.register
+    with ctx.child("register-sft") as run_id:
+        ctx.tracker.log_params(run_id, {"config": ctx.cfg.to_dict()})
+        sft = ctx.tracker.register_hf_model(
+            run_id, sft_dir, reg.sft_name, metrics=metrics["sft"], tags={**lineage, "stage": "sft"},
+            description=model_description("SFT", ctx.cfg, metrics["sft"], lineage),
+        )
+    with ctx.child("register-hps") as run_id:
+        ctx.tracker.log_params(run_id, {"config": ctx.cfg.to_dict()})
+        hps = ctx.tracker.register_hf_model(
+            run_id, hps_dir, reg.policy_name, metrics=metrics["hps"],
+            tags={**lineage, "stage": "preference", "method": ctx.cfg.hps.method, "parent_version": sft.model_uri},
+            description=model_description(ctx.cfg.hps.method, ctx.cfg, metrics["hps"], lineage),
+        )
+        ctx.tracker.set_alias(reg.policy_name, reg.alias, hps.version)
+    return {"sft": sft.model_uri, "hps": hps.model_uri, "alias": f"models:/{reg.policy_name}@{reg.alias}"}
+
+
+def model_description(what: str, cfg: PipelineConfig, metrics: dict[str, float], lineage: dict[str, str]) -> str:
+    keys = ("reward_mean", "harmful_rate", "margin_hardest", "margin_mean", "win_rate_vs_sft")
+    lines = [
+        f"{what} policy trained by the HPS pipeline from base model `{cfg.model.base}` on `{cfg.data.source}` data.",
+        "",
+        "| metric | value | 95% CI |",
+        "|---|---|---|",
+    ]
+    for k in keys:
+        if k in metrics:
+            lines.append(f"| {k} | {metrics[k]:.4f} | [{metrics.get(k + '_ci_low', float('nan')):.4f}, {metrics.get(k + '_ci_high', float('nan')):.4f}] |")
+    lines += ["", f"Metaflow run: `{lineage.get('metaflow.pathspec', '?')}`; git commit `{lineage.get('git_commit', '?')}`."]
+    return "\n".join(lines)
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    return path

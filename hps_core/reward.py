@@ -1,0 +1,139 @@
+"""Reward model: score (prompt, response) pairs, and train a Bradley-Terry one when none is configured.
+
+One scoring function for every use (evaluating generations, annotating unscored data): a configured
+hub/local sequence-classification model gets its own chat template when the tokenizer has one; the flow-
+trained tiny reward model uses the project's prompt format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from hps_core.config import ModelConfig, RewardModelConfig
+from hps_core.models import load_reward_model
+from hps_core.train.batching import Encoded, Encoder, collate
+from hps_core.train.checkpoint import save_model_atomic
+from hps_core.train.loop import LogFn, LoopSettings, train_loop
+
+
+class RewardScorer:
+    """Scores (prompt, response) pairs with a sequence-classification model (head size 1)."""
+
+    def __init__(self, model, tokenizer, model_cfg: ModelConfig, batch_size: int = 32):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.encoder = Encoder(tokenizer, model_cfg.max_prompt_tokens, model_cfg.max_length)
+        self.use_chat_template = bool(getattr(tokenizer, "chat_template", None))
+
+    @classmethod
+    def load(cls, path: str, model_cfg: ModelConfig, batch_size: int = 32) -> "RewardScorer":
+        model, tokenizer = load_reward_model(path, trust_remote_code=model_cfg.trust_remote_code)
+        model.eval()
+        return cls(model, tokenizer, model_cfg, batch_size)
+
+    def encode(self, prompt: str, response: str) -> Encoded:
+        if not self.use_chat_template:
+            return self.encoder.encode(prompt, response)
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+        ids = self.tokenizer.apply_chat_template(messages, tokenize=True)
+        ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+        self.encoder.counter.total += 1
+        if len(ids) > self.encoder.max_length:  # keep the end: the response is what gets scored
+            self.encoder.counter.responses += 1
+            ids = ids[-self.encoder.max_length :]
+        return Encoded(ids, 0)
+
+    def forward(self, encoded: list[Encoded]) -> torch.Tensor:
+        batch = collate(encoded, self.tokenizer.pad_token_id)
+        device = next(self.model.parameters()).device
+        logits = self.model(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        ).logits
+        return logits[:, 0].float()  # multi-objective heads: the first output is the overall reward
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], responses: list[str], desc: str = "reward scoring") -> np.ndarray:
+        encoded = [self.encode(p, r) for p, r in zip(prompts, responses)]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+        scores = np.zeros(len(encoded), dtype=np.float64)
+        for start in tqdm(range(0, len(order), self.batch_size), desc=desc):
+            idx = order[start : start + self.batch_size]
+            scores[idx] = self.forward([encoded[i] for i in idx]).cpu().numpy()
+        return scores
+
+
+def preference_pairs(groups: pd.DataFrame, per_group: int, rng: np.random.Generator) -> list[tuple[int, int, int]]:
+    """(group, better rank, worse rank) pairs: the preferred response against ``per_group`` dispreferred
+    ones chosen at random, plus one adjacent pair, so the model learns the whole ranking."""
+    pairs = []
+    for gi, n in enumerate(groups["n"]):
+        worse = rng.choice(np.arange(1, n), size=min(per_group, n - 1), replace=False)
+        pairs.extend((gi, 0, int(w)) for w in worse)
+        if n > 2:
+            k = int(rng.integers(1, n - 1))
+            pairs.append((gi, k, k + 1))
+    return pairs
+
+
+def pairwise_accuracy(scorer: RewardScorer, groups: pd.DataFrame) -> float:
+    """Share of (preferred, dispreferred) pairs of ``groups`` that the reward model orders correctly."""
+    prompts = [g.prompt for g in groups.itertuples() for _ in g.responses]
+    responses = [r for g in groups.itertuples() for r in g.responses]
+    scores = scorer.score(prompts, responses, desc="reward accuracy")
+    correct = total = 0
+    pos = 0
+    for g in groups.itertuples():
+        s = scores[pos : pos + len(g.responses)]
+        pos += len(g.responses)
+        strictly_worse = np.asarray(g.scores[1:]) < g.scores[0]  # ties carry no preference
+        correct += int((s[1:][strictly_worse] < s[0]).sum())
+        total += int(strictly_worse.sum())
+    return correct / max(total, 1)
+
+
+def train_reward_model(
+    base_model: str,
+    groups: pd.DataFrame,
+    model_cfg: ModelConfig,
+    cfg: RewardModelConfig,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    log_fn: LogFn | None = None,
+) -> dict[str, float]:
+    """Train a Bradley-Terry reward model on the training groups; report held-out pairwise accuracy."""
+    torch.manual_seed(seed)
+    model, tokenizer = load_reward_model(base_model, trust_remote_code=model_cfg.trust_remote_code, num_labels=1)
+    scorer = RewardScorer(model, tokenizer, model_cfg)
+    train = groups[groups["split"] == "train"].reset_index(drop=True)
+    rng = np.random.default_rng([seed, 3])
+    plan = []
+    for _ in range(cfg.epochs):
+        pairs = preference_pairs(train, cfg.pairs_per_group, rng)
+        order = rng.permutation(len(pairs))
+        plan.extend([[pairs[i] for i in order[s : s + cfg.batch_size]] for s in range(0, len(order), cfg.batch_size)])
+    cache: dict[tuple[int, int], Encoded] = {}
+
+    def enc(gi: int, rank: int) -> Encoded:
+        if (gi, rank) not in cache:
+            cache[(gi, rank)] = scorer.encode(train["prompt"].iloc[gi], train["responses"].iloc[gi][rank])
+        return cache[(gi, rank)]
+
+    def loss_fn(model, batch):
+        seqs = [enc(g, b) for g, b, _ in batch] + [enc(g, w) for g, _, w in batch]
+        rewards = scorer.forward(seqs)
+        better, worse = rewards[: len(batch)], rewards[len(batch) :]
+        losses = -F.logsigmoid(better - worse)
+        return losses.sum(), len(batch), {"accuracy": float((better > worse).float().sum())}, sum(len(e.input_ids) for e in seqs)
+
+    settings = LoopSettings(lr=cfg.lr, warmup_ratio=0.1, log_every=10, description="reward model")
+    metrics = train_loop(model, plan, loss_fn, settings, log_fn=log_fn)
+    save_model_atomic(model, tokenizer, out_dir)
+    heldout = groups[groups["split"] == "eval"]
+    accuracy = pairwise_accuracy(scorer, heldout) if len(heldout) else float("nan")
+    return {**metrics, "reward_model/heldout_pairwise_accuracy": accuracy}

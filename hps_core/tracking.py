@@ -1,0 +1,454 @@
+"""MLflow runs, logged models, registry and aliases: the only module of the project that imports mlflow.
+
+Tracking URI (``resolve_tracking_uri``): ``MLFLOW_TRACKING_URI`` when set, else a local SQLite store
+``sqlite:///<dir>/mlflow.db`` (MLflow 3's own default; the old ``./mlruns`` file store is refused), with
+artifacts under ``<dir>/mlruns`` for experiments created here.
+
+Two trackers share one interface (``Tracker``): ``MlflowTracker`` talks to MLflow, ``NullTracker`` records
+nothing, for tests and dry runs, so callers never branch on "is tracking on". The flow's ``start`` step
+calls ``create_parent_run``; every later step opens ``child_run(parent_id, ...)`` in its own process; ``end``
+calls ``finish_run``. ``MlflowTracker`` sets the process-wide tracking and registry URI (MLflow's model
+logging and the SQLite registry read the global one), so use one tracking URI per process.
+
+Models are registered as MLflow 3 logged models of the pyfunc flavor, written as "models from code":
+the small ``HFCausalLM`` PythonModel below is stored as source text inside the model (no pickle, loads
+without this project installed) and loads the bundled Hugging Face directory (``artifacts/hf_model``)
+with ``local_files_only=True``. Not the transformers flavor: MLflow 3.17 declares support for transformers
+up to 5.17 only (we run 5.23), and it wraps a pipeline/task we do not need; pyfunc keeps loading in our hands.
+Metrics given at registration go to the logged model (``LoggedModel.metrics``; linked to the run too)
+and are mirrored as ``metric.<name>`` tags on the version: MLflow 3.17's OSS ``ModelVersion`` carries no
+metrics (``get_model_version(...).metrics`` is None), so tags are what the registry page shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+log = logging.getLogger(__name__)
+
+PARENT_RUN_TAG = "mlflow.parentRunId"
+MAX_KEY_LEN, MAX_PARAM_LEN, MAX_TAG_LEN = 250, 6000, 8000  # mlflow.utils.validation limits
+PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+MODEL_TYPE = "hf-causal-lm"
+HF_ARTIFACT = "hf_model"  # the HF directory sits at <model>/artifacts/hf_model
+
+# The pyfunc model, logged as code (mlflow "models from code"); kept as text so that this module stays
+# importable without mlflow and the logged model does not depend on hps_core.
+PYFUNC_MODEL_CODE = '''\
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class HFCausalLM(PythonModel):
+    """A Hugging Face causal LM directory (safetensors) that completes a batch of prompts."""
+
+    def load_context(self, context):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = context.artifacts["hf_model"]
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
+                                                          use_safetensors=True)
+        self.model.eval()
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> list:
+        import torch
+
+        if isinstance(model_input, pd.DataFrame):  # what pyfunc hands over after schema enforcement
+            col = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
+            model_input = model_input[col].tolist()
+        prompts = [model_input] if isinstance(model_input, str) else list(model_input)
+        params = params or {}
+        kwargs = {"max_new_tokens": int(params.get("max_new_tokens", 32)),
+                  "do_sample": bool(params.get("do_sample", False))}
+        if kwargs["do_sample"]:
+            kwargs["temperature"] = float(params.get("temperature", 1.0))
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id
+        out = []
+        with torch.no_grad():
+            for prompt in prompts:  # one at a time: no padding side to get wrong
+                enc = self.tokenizer(str(prompt), return_tensors="pt")
+                gen = self.model.generate(**enc, pad_token_id=pad, **kwargs)
+                new_tokens = gen[0, enc["input_ids"].shape[1]:]
+                out.append(self.tokenizer.decode(new_tokens, skip_special_tokens=True))
+        return out
+
+
+mlflow.models.set_model(HFCausalLM())
+'''
+
+
+class TrackingError(RuntimeError):
+    """A tracking failure a user can act on; the message names the tracking URI."""
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: int
+    model_uri: str  # models:/<name>/<version>
+    model_id: str | None  # the MLflow 3 logged model behind the version
+    run_id: str | None
+
+
+def resolve_tracking_uri(default_dir: str | Path | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<abs default_dir or cwd>/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if env:
+        return env
+    base = Path(default_dir) if default_dir is not None else Path.cwd()
+    return f"sqlite:///{(base.expanduser().resolve() / 'mlflow.db').as_posix()}"
+
+
+def _local_artifact_root(tracking_uri: str) -> str | None:
+    """``<dir>/mlruns`` next to a local SQLite store; None for servers (they decide)."""
+    if not tracking_uri.startswith("sqlite:///") or ":memory:" in tracking_uri:
+        return None
+    return (Path(tracking_uri[len("sqlite:///"):]).parent / "mlruns").as_uri()
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dicts -> dotted keys; values stringified and truncated to MLflow's limits."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_params(value, prefix=f"{name}."))
+        else:
+            flat[name[:MAX_KEY_LEN]] = str(value)[:MAX_PARAM_LEN]
+    return flat
+
+
+def check_hf_model_dir(model_dir: str | Path) -> Path:
+    """A Hugging Face directory with config.json and safetensors weights and no pickle files
+    (``*.bin``, ``*.pt``, ...: pickle runs code on load, and optimizer state has no place in a registry)."""
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path} is not a Hugging Face model directory (no config.json)")
+    pickles = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.suffix in PICKLE_SUFFIXES)
+    problems = [] if any(path.rglob("*.safetensors")) else ["holds no *.safetensors weights"]
+    problems += [f"holds pickle files ({', '.join(pickles)})"] if pickles else []
+    if problems:
+        raise ValueError(f"{path} {' and '.join(problems)}. Registered models are safetensors only: export "
+                         "the final model with save_pretrained(dir, safe_serialization=True) to a clean dir.")
+    return path
+
+
+def _pip_requirements() -> list[str]:
+    reqs = []
+    for dist in ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "pandas"):
+        try:
+            reqs.append(f"{dist}=={importlib.metadata.version(dist).split('+')[0]}")
+        except importlib.metadata.PackageNotFoundError:
+            reqs.append(dist)
+    return reqs
+
+
+class Tracker(Protocol):
+    tracking_uri: str
+
+    def create_parent_run(self, run_name: str, tags: Mapping[str, Any] | None = None) -> str: ...
+    def finish_run(self, run_id: str, status: str = "FINISHED") -> None: ...
+    def child_run(self, parent_run_id: str, run_name: str,
+                  tags: Mapping[str, Any] | None = None) -> contextlib.AbstractContextManager[str]: ...
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None,
+                    model_id: str | None = None) -> None: ...
+    def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None: ...
+    def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None: ...
+    def log_figure(self, run_id: str, fig: Any, artifact_file: str) -> None: ...
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None: ...
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None: ...
+    def register_hf_model(self, run_id: str, model_dir: str | Path, registered_name: str, *,
+                          metrics: Mapping[str, float], tags: Mapping[str, Any], description: str,
+                          params: Mapping[str, Any] | None = None) -> RegisteredVersion: ...
+    def set_alias(self, name: str, alias: str, version: int | str) -> None: ...
+    def get_version_by_alias(self, name: str, alias: str) -> RegisteredVersion | None: ...
+
+
+class NullTracker:
+    """Accepts every call and records nothing remote (tests, dry runs). Model dirs are still checked."""
+
+    tracking_uri = "null://"
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._aliases: dict[tuple[str, str], RegisteredVersion] = {}
+        self._versions: dict[str, int] = {}
+
+    def _id(self) -> str:
+        self._n += 1
+        return f"null-run-{self._n}"
+
+    def create_parent_run(self, run_name, tags=None):
+        return self._id()
+
+    @contextlib.contextmanager
+    def child_run(self, parent_run_id, run_name, tags=None):
+        yield self._id()
+
+    def log_params(self, run_id, params):
+        flatten_params(params)
+
+    def _noop(self, *args, **kwargs) -> None:
+        return None
+
+    finish_run = log_metrics = log_artifact = log_dict = log_figure = log_text = set_tags = _noop
+
+    def register_hf_model(self, run_id, model_dir, registered_name, *, metrics, tags, description,
+                          params=None):
+        check_hf_model_dir(model_dir)
+        version = self._versions[registered_name] = self._versions.get(registered_name, 0) + 1
+        return RegisteredVersion(registered_name, version, f"models:/{registered_name}/{version}",
+                                 None, run_id)
+
+    def set_alias(self, name, alias, version):
+        self._aliases[(name, alias)] = RegisteredVersion(name, int(version), f"models:/{name}/{version}",
+                                                         None, None)
+
+    def get_version_by_alias(self, name, alias):
+        return self._aliases.get((name, alias))
+
+
+class MlflowTracker:
+    """Tracker over an MLflow tracking server or local store; one experiment per tracker."""
+
+    def __init__(self, tracking_uri: str | None = None, experiment_name: str = "hps-align") -> None:
+        import mlflow
+
+        self.tracking_uri = tracking_uri or resolve_tracking_uri()
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self._check_reachable()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        self.client = mlflow.MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
+        with self._guard(f"open experiment {experiment_name!r}"):
+            exp = self.client.get_experiment_by_name(experiment_name)
+            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
+                experiment_name, artifact_location=_local_artifact_root(self.tracking_uri))
+
+    def _check_reachable(self) -> None:
+        """Fail fast (5 s) on a server that is down, instead of MLflow's minutes of retries."""
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return
+        try:
+            urllib.request.urlopen(self.tracking_uri.rstrip("/") + "/health", timeout=5).close()
+        except urllib.error.HTTPError:
+            pass  # reachable; auth proxies may not expose /health
+        except (urllib.error.URLError, OSError) as e:
+            raise TrackingError(
+                f"MLflow tracking server {self.tracking_uri} is unreachable ({e}). Start it (see "
+                "infra/), fix MLFLOW_TRACKING_URI, or unset it to use a local sqlite:///mlflow.db store."
+            ) from e
+
+    @contextlib.contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except (MlflowException, OSError) as e:
+            raise TrackingError(f"MLflow at {self.tracking_uri}: could not {what}: {e}") from e
+
+    # runs
+    def create_parent_run(self, run_name: str, tags: Mapping[str, Any] | None = None) -> str:
+        with self._guard(f"create run {run_name!r}"):
+            return self.client.create_run(self.experiment_id, run_name=run_name,
+                                          tags=_str_dict(tags)).info.run_id
+
+    def finish_run(self, run_id: str, status: str = "FINISHED") -> None:
+        with self._guard(f"end run {run_id}"):
+            self.client.set_terminated(run_id, status=status)
+
+    @contextlib.contextmanager
+    def child_run(self, parent_run_id: str, run_name: str,
+                  tags: Mapping[str, Any] | None = None) -> Iterator[str]:
+        """A child run under ``parent_run_id``; FAILED (KILLED on interrupt) if the body raises."""
+        with self._guard(f"create child run {run_name!r}"):
+            run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags={
+                **_str_dict(tags), PARENT_RUN_TAG: parent_run_id}).info.run_id
+        try:
+            yield run_id
+        except BaseException as e:
+            status = "FAILED" if isinstance(e, Exception) else "KILLED"
+            try:
+                self.client.set_terminated(run_id, status=status)
+            except Exception:  # keep the step's own error
+                log.warning("could not mark run %s %s at %s", run_id, status, self.tracking_uri)
+            raise
+        self.finish_run(run_id)
+
+    def _log_batch(self, run_id: str, kind: str, items: list, size: int) -> None:
+        with self._guard(f"log {kind}"):
+            for i in range(0, len(items), size):
+                self.client.log_batch(run_id, **{kind: items[i:i + size]})
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k[:MAX_KEY_LEN], v[:MAX_TAG_LEN]) for k, v in _str_dict(tags).items()]
+        self._log_batch(run_id, "tags", items, PARAMS_PER_BATCH)
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Flattened (dotted keys), stringified, truncated, batched. MLflow params are immutable:
+        logging a key again with another value fails."""
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in flatten_params(params).items()]
+        self._log_batch(run_id, "params", items, PARAMS_PER_BATCH)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None,
+                    model_id: str | None = None) -> None:
+        """Batched. Non-finite values are logged as they are (MLflow stores NaN/inf). With ``model_id``
+        the metrics also land on that logged model (``get_logged_model(model_id).metrics``)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k[:MAX_KEY_LEN], float(v), now, step or 0, model_id=model_id)
+                 for k, v in metrics.items()]
+        if bad := [m.key for m in items if not math.isfinite(m.value)]:
+            log.info("logging non-finite metrics %s", bad)
+        self._log_batch(run_id, "metrics", items, METRICS_PER_BATCH)
+
+    # artifacts
+    def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None:
+        with self._guard(f"upload {local_path}"):
+            if Path(local_path).is_dir():
+                self.client.log_artifacts(run_id, str(local_path), artifact_path)
+            else:
+                self.client.log_artifact(run_id, str(local_path), artifact_path)
+
+    def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None:
+        with self._guard(f"log {artifact_file}"):
+            self.client.log_dict(run_id, obj, artifact_file)
+
+    def log_figure(self, run_id: str, fig: Any, artifact_file: str) -> None:
+        with self._guard(f"log {artifact_file}"):
+            self.client.log_figure(run_id, fig, artifact_file)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        with self._guard(f"log {artifact_file}"):
+            self.client.log_text(run_id, text, artifact_file)
+
+    # models and registry
+    def register_hf_model(self, run_id: str, model_dir: str | Path, registered_name: str, *,
+                          metrics: Mapping[str, float], tags: Mapping[str, Any], description: str,
+                          params: Mapping[str, Any] | None = None) -> RegisteredVersion:
+        """Log ``model_dir`` as a pyfunc logged model of ``run_id``, register it, attach metrics/tags.
+
+        On any failure the half-created version (and a registered model created here, and the logged
+        model) are deleted before a TrackingError is raised."""
+        import mlflow
+        from mlflow.entities import LoggedModelStatus
+        from mlflow.exceptions import MlflowException
+        from mlflow.models import Model, ModelSignature
+        from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+        path = check_hf_model_dir(model_dir)
+        str_tags = _str_dict(tags)
+        signature = ModelSignature(
+            inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("string")]),
+            params=ParamSchema([ParamSpec("max_new_tokens", "long", 32),
+                                ParamSpec("do_sample", "boolean", False),
+                                ParamSpec("temperature", "double", 1.0)]))
+        model_id = version = None
+        created_registered_model = False
+        try:
+            run_params = self.client.get_run(run_id).data.params  # as MLflow's own log_model does
+            model = self.client.create_logged_model(
+                self.experiment_id, name=registered_name, source_run_id=run_id, tags=str_tags,
+                params={**run_params, **flatten_params(params or {})}, model_type=MODEL_TYPE)
+            model_id = model.model_id
+            with tempfile.TemporaryDirectory(prefix="hps-pyfunc-") as tmp, warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
+                code = Path(tmp, "hf_causal_lm.py")
+                code.write_text(PYFUNC_MODEL_CODE)
+                hf_dir = Path(tmp, HF_ARTIFACT)  # MLflow names the copy after the directory (and
+                shutil.copytree(path, hf_dir, copy_function=_link_or_copy)  # refuses symlinks)
+                Model.log(artifact_path=None, name=registered_name, flavor=mlflow.pyfunc, run_id=run_id,
+                          model_id=model_id, python_model=str(code), artifacts={HF_ARTIFACT: str(hf_dir)},
+                          pip_requirements=_pip_requirements(), signature=signature)
+            self.client.finalize_logged_model(model_id, LoggedModelStatus.READY)
+            self.log_metrics(run_id, metrics, model_id=model_id)
+            try:
+                self.client.get_registered_model(registered_name)
+            except MlflowException:
+                self.client.create_registered_model(registered_name)
+                created_registered_model = True
+            version_tags = {**str_tags, **{f"metric.{k}": f"{float(v):.6g}" for k, v in metrics.items()}}
+            mv = self.client.create_model_version(
+                registered_name, f"models:/{model_id}", run_id=run_id, tags=version_tags,
+                description=description, model_id=model_id)
+            version = mv.version
+            self.client.set_logged_model_tags(model_id, {"mlflow.modelVersions": json.dumps(
+                [{"name": registered_name, "version": str(version)}])})
+        except Exception as e:
+            self._undo_registration(registered_name, version, created_registered_model, model_id)
+            raise TrackingError(
+                f"registering {path} as {registered_name!r} at MLflow {self.tracking_uri} failed "
+                f"(partial version removed): {e}") from e
+        return RegisteredVersion(registered_name, int(version), f"models:/{registered_name}/{version}",
+                                 model_id, run_id)
+
+    def _undo_registration(self, name, version, created_registered_model, model_id) -> None:
+        steps = [(version is not None, self.client.delete_model_version, (name, version)),
+                 (created_registered_model, self.client.delete_registered_model, (name,)),
+                 (model_id is not None, self.client.delete_logged_model, (model_id,))]
+        for wanted, delete, args in steps:
+            try:
+                if wanted:
+                    delete(*args)
+            except Exception as e:  # report, keep the original error
+                log.warning("cleanup after failed registration at %s: %s", self.tracking_uri, e)
+
+    def set_alias(self, name: str, alias: str, version: int | str) -> None:
+        with self._guard(f"set alias {alias!r} on {name} v{version}"):
+            self.client.set_registered_model_alias(name, alias, str(version))
+
+    def get_version_by_alias(self, name: str, alias: str) -> RegisteredVersion | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version_by_alias(name, alias)
+        except MlflowException as e:
+            if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise TrackingError(f"MLflow at {self.tracking_uri}: alias {alias!r} of {name}: {e}") from e
+        source = mv.source or ""
+        model_id = source[len("models:/"):] if source.startswith("models:/m-") else None
+        return RegisteredVersion(mv.name, int(mv.version), f"models:/{mv.name}/{mv.version}",
+                                 model_id, mv.run_id)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem
+        shutil.copy2(src, dst)
+
+
+def _str_dict(d: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (d or {}).items()}

@@ -1,0 +1,69 @@
+"""Supervised fine-tuning: NLL on response tokens of the training responses.
+
+On the embedded default SFT deliberately trains on responses of every quality (harmful ones included),
+so the SFT policy imitates good and bad answers the way a base model does and preference training has
+something to fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hps_core.config import ModelConfig, SFTConfig
+from hps_core.models import load_causal_lm
+from hps_core.train.batching import Encoder, collate, length_grouped_batches
+from hps_core.train.checkpoint import save_model_atomic
+from hps_core.train.logprobs import response_logps
+from hps_core.train.loop import LogFn, LoopSettings, train_loop
+
+
+def sft_examples(groups: pd.DataFrame) -> list[tuple[str, str]]:
+    """Every response of every training group, paired with its prompt."""
+    train = groups[groups["split"] == "train"]
+    return [(g.prompt, r) for g in train.itertuples(index=False) for r in g.responses]
+
+
+def train_sft(
+    base_model: str,
+    groups: pd.DataFrame,
+    model_cfg: ModelConfig,
+    cfg: SFTConfig,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    log_fn: LogFn | None = None,
+    checkpoint_dir: Path | None = None,
+) -> dict[str, float]:
+    import torch
+
+    torch.manual_seed(seed)
+    model, tokenizer = load_causal_lm(base_model, trust_remote_code=model_cfg.trust_remote_code)
+    encoder = Encoder(tokenizer, model_cfg.max_prompt_tokens, model_cfg.max_length)
+    encoded = [encoder.encode(p, r) for p, r in sft_examples(groups)]
+    lengths = [len(e.input_ids) for e in encoded]
+    plan = []
+    for epoch in range(cfg.epochs):
+        plan.extend(length_grouped_batches(lengths, cfg.batch_size, np.random.default_rng([seed, 1, epoch])))
+
+    def loss_fn(model, batch_idx):
+        batch = collate([encoded[i] for i in batch_idx], tokenizer.pad_token_id)
+        logps, counts = response_logps(model, batch)
+        nll = -(logps / counts.clamp(min=1))  # per-example mean NLL over its response tokens
+        return nll.sum(), len(batch_idx), {}, int(batch["attention_mask"].sum())
+
+    settings = LoopSettings(
+        lr=cfg.lr,
+        warmup_ratio=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        grad_accum_steps=cfg.grad_accum_steps,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        description="sft",
+    )
+    metrics = train_loop(model, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir)
+    save_model_atomic(model, tokenizer, out_dir)
+    return {**metrics, **encoder.counter.as_metrics("sft"), "sft/examples_per_epoch": float(len(encoded))}

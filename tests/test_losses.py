@@ -1,0 +1,283 @@
+"""Tests for hps_core.losses: hand-derived values, the identities that tie BT/PL/HPS together, and TRL parity."""
+import math
+from collections import defaultdict
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from hps_core.losses import (
+    ALL_METHODS,
+    PAIR_FRAMEWORKS,
+    hps_exact_loss,
+    hps_importance_loss,
+    hps_loss,
+    listwise_loss,
+    pair_loss,
+    parse_method,
+    pl_loss,
+    reward_metrics,
+    weighted_hps_loss,
+)
+from hps_core.sampling import hardness_probs
+
+T = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+
+
+# ---------------------------------------------------------------- pair losses, by hand
+def test_dpo_and_cdpo_hand_values():
+    """beta 0.5, a = 1, b = 0: z = 0.5. DPO = log(1 + e^-0.5) = 0.4740770.
+    cDPO eps 0.1: 0.9 * log(1+e^-0.5) + 0.1 * log(1+e^0.5); log(1+e^0.5) = 0.5 + log(1+e^-0.5), so
+    cDPO = 0.4740770 + 0.1 * 0.5 = 0.5240770."""
+    assert_close(pair_loss("dpo", T(1.0), T(0.0), beta=0.5), T(0.4740770), atol=1e-7, rtol=0)
+    assert_close(pair_loss("dpo", T(1.0), T(0.0), beta=0.5, label_smoothing=0.1), T(0.5240770), atol=1e-7, rtol=0)
+
+
+def test_ipo_sppo_nca_exo_hand_values():
+    """ipo, beta 0.5: h = 1 - 0.5 = 0.5, (0.5 - 1/(2*0.5))^2 = 0.25.
+    sppo_hard, beta 0.5: a = 2, b = 0 -> (2 - 1)^2 + (0 + 1)^2 = 2; a = 1, b = -1 -> 0.
+    nca_pair at a = b = 0: log 2 + 0.5 log 2 + 0.5 log 2 = 2 log 2 = 1.3862944.
+    exo_pair at h = 0 (both sigmoids 1/2), eps 1e-3: log(1/2) - 0.5 log(1e-3 * 0.999)
+      = -0.6931472 + 0.5 * 6.9087558 = 2.7612307."""
+    assert_close(pair_loss("ipo", T(1.0), T(0.5), beta=0.5), T(0.25))
+    assert_close(pair_loss("sppo_hard", T(2.0, 1.0), T(0.0, -1.0), beta=0.5), T(2.0, 0.0))
+    assert_close(pair_loss("nca_pair", T(0.0), T(0.0), beta=0.3), T(1.3862944), atol=1e-7, rtol=0)
+    exo = T(2.7612307)
+    assert_close(pair_loss("exo_pair", T(0.7), T(0.7), beta=0.1, label_smoothing=1e-3), exo, atol=1e-7, rtol=0)
+    assert_close(pair_loss("exo_pair", T(0.7), T(0.7), beta=0.1), exo, atol=1e-7, rtol=0)  # eps 0 -> 1e-3
+
+
+def test_pair_losses_are_stable_for_huge_log_ratios():
+    a = torch.tensor([1e4, -1e4, 5e3], requires_grad=True)
+    b = torch.tensor([-1e4, 1e4, 5e3])
+    for fw in PAIR_FRAMEWORKS:
+        loss = pair_loss(fw, a, b, beta=0.25, label_smoothing=0.1 if fw in ("dpo", "exo_pair") else 0.0)
+        assert torch.isfinite(loss).all(), fw
+        loss.sum().backward()
+        assert torch.isfinite(a.grad).all(), fw
+        a.grad = None
+
+
+def test_pair_loss_rejects_bad_arguments():
+    x = T(0.0)
+    with pytest.raises(ValueError, match="dpo, ipo"):
+        pair_loss("kto", x, x, beta=0.1)
+    with pytest.raises(ValueError, match="beta"):
+        pair_loss("dpo", x, x, beta=0.0)
+    with pytest.raises(ValueError, match="no meaning for 'ipo'"):
+        pair_loss("ipo", x, x, beta=0.1, label_smoothing=0.1)
+    with pytest.raises(ValueError, match=r"\[0, 0.5\)"):
+        pair_loss("dpo", x, x, beta=0.1, label_smoothing=0.5)
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        pair_loss("exo_pair", x, x, beta=0.1, label_smoothing=1.0)
+
+
+# ---------------------------------------------------------------- HPS single-sample
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_hps_with_two_responses_equals_dpo(eps):
+    """n = 2 -> N = 1 and log 1 = 0: the offset vanishes, HPS (either form) is the DPO pair loss."""
+    a, b = T(0.3, -1.2, 4.0), T(0.1, 0.5, -2.0)
+    dpo = pair_loss("dpo", a, b, beta=0.25, label_smoothing=eps)
+    for offset in (False, True):
+        assert_close(hps_loss(a, b, n_dispreferred=1, beta=0.25, label_smoothing=eps, log_n_offset=offset), dpo)
+
+
+def test_hps_log_n_offset_hand_value_and_per_example_n():
+    """beta 1, a = 1, b = 0, N = 3: -log sig(1 - log 3) = log(1 + 3/e) = log(2.1036383) = 0.7436684."""
+    assert_close(hps_loss(T(1.0), T(0.0), n_dispreferred=3, beta=1.0, log_n_offset=True), T(0.7436684),
+                 atol=1e-7, rtol=0)
+    a, b, n = T(1.0, 1.0), T(0.0, 0.0), torch.tensor([3, 1])
+    got = hps_loss(a, b, n_dispreferred=n, beta=1.0, log_n_offset=True)
+    assert_close(got, torch.stack([T(0.7436684)[0], pair_loss("dpo", T(1.0), T(0.0), beta=1.0)[0]]), atol=1e-7, rtol=0)
+
+
+def test_hps_without_offset_is_the_pair_loss_for_every_framework():
+    a, b = T(0.4, -0.3), T(-0.2, 0.6)
+    for fw in PAIR_FRAMEWORKS:
+        assert_close(hps_loss(a, b, n_dispreferred=9, beta=0.5, framework=fw), pair_loss(fw, a, b, beta=0.5))
+    with pytest.raises(ValueError, match="dpo"):
+        hps_loss(a, b, n_dispreferred=9, beta=0.5, framework="ipo", log_n_offset=True)
+    with pytest.raises(ValueError, match=">= 1"):
+        hps_loss(a, b, n_dispreferred=0, beta=0.5, log_n_offset=True)
+
+
+def test_weighted_hps():
+    """w1 = 0.7: 0.7 * L(y1) + 0.3 * L(y2); w1 = 1 is plain HPS on y1; w1 outside [0.5, 1] is rejected."""
+    y1, y2, ys = T(1.0, 0.2), T(0.5, 0.1), T(0.0, 0.3)
+    l1 = hps_loss(y1, ys, n_dispreferred=4, beta=0.5, log_n_offset=True)
+    l2 = hps_loss(y2, ys, n_dispreferred=4, beta=0.5, log_n_offset=True)
+    got = weighted_hps_loss(y1, y2, ys, w1=0.7, n_dispreferred=4, beta=0.5, log_n_offset=True)
+    assert_close(got, 0.7 * l1 + 0.3 * l2)
+    assert_close(weighted_hps_loss(y1, y2, ys, w1=1.0, n_dispreferred=4, beta=0.5), hps_loss(y1, ys, n_dispreferred=4, beta=0.5))
+    for bad in (0.4, 1.2):
+        with pytest.raises(ValueError, match=r"\[0.5, 1\]"):
+            weighted_hps_loss(y1, y2, ys, w1=bad, n_dispreferred=4, beta=0.5)
+
+
+# ---------------------------------------------------------------- Plackett-Luce and listwise
+def test_pl_hand_value():
+    """r = (2, 1, 0) (beta 1): stage 1: 2 - log(e^2 + e + 1) = 2 - 2.4076059 = -0.4076059;
+    stage 2: 1 - log(e + 1) = 1 - 1.3132617 = -0.3132617; L = 0.7208676."""
+    assert_close(pl_loss(T(2.0, 1.0, 0.0)[None], beta=1.0), T(0.7208676), atol=1e-7, rtol=0)
+
+
+def test_pl_with_two_responses_equals_dpo():
+    x = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert_close(pl_loss(x, beta=0.3), pair_loss("dpo", x[:, 0], x[:, 1], beta=0.3))
+
+
+def test_pl_mask_drops_padding_and_keeps_gradients_finite():
+    """Row 0 has 2 real responses (2, 1) + padding: -log sig(1) = 0.3132617; row 1 is the 3-response value."""
+    x = torch.tensor([[2.0, 1.0, 1e4], [2.0, 1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    loss = pl_loss(x, beta=1.0, mask=mask)
+    assert_close(loss, T(0.3132617, 0.7208676), atol=1e-7, rtol=0)
+    loss.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad[0, 2] == 0
+    assert torch.isfinite(pl_loss(torch.tensor([[1e4, 0.0, -1e4]]), beta=1.0)).all()
+    with pytest.raises(ValueError, match="at least 2"):
+        pl_loss(x.detach(), beta=1.0, mask=torch.tensor([[True, False, False], [True, True, True]]))
+
+
+def test_listwise_generalisation():
+    """n = 2: every framework's listwise loss is its pair loss. ipo, beta 0.5, x = (1, 0.5, 0): stage 1 =
+    mean((0.5 - 1)^2, (1 - 1)^2) = 0.125, stage 2 = (0.5 - 1)^2 = 0.25, total 0.375. dpo-pl is pl_loss."""
+    x = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for fw in PAIR_FRAMEWORKS:
+        assert_close(listwise_loss(fw, x, beta=0.5), pair_loss(fw, x[:, 0], x[:, 1], beta=0.5))
+    assert_close(listwise_loss("ipo", T(1.0, 0.5, 0.0)[None], beta=0.5), T(0.375))
+    padded = torch.tensor([[1.0, 0.5, 0.0, 99.0]], dtype=torch.float64)
+    assert_close(listwise_loss("ipo", padded, beta=0.5, mask=torch.tensor([[True, True, True, False]])), T(0.375))
+    with pytest.raises(ValueError, match="label smoothing"):
+        listwise_loss("dpo", x, beta=0.5, label_smoothing=0.1)
+
+
+# ---------------------------------------------------------------- full HPS objective and its K-sample estimate
+def test_hps_exact_hand_value_and_special_cases():
+    """r+ = 1, two negatives with r = 0 (any gamma, q uniform over equal r): -log(e / (e + 2)) = log(1 + 2/e)
+    = 0.5514447. N = 1: DPO. gamma = 0: softmax cross-entropy over the whole group."""
+    got = hps_exact_loss(T(1.0), T(0.0, 0.0)[None], T(3.0, -1.0)[None], beta=1.0, gamma=2.0)
+    assert_close(got, T(0.5514447), atol=1e-7, rtol=0)
+    a, b = T(0.3, -1.0), T(0.1, 0.4)
+    assert_close(hps_exact_loss(a, b[:, None], T(5.0, 1.0)[:, None], beta=0.5, gamma=1.0), pair_loss("dpo", a, b, beta=0.5))
+    c, d = T(0.5), T(0.2, -0.4, 1.0)[None]
+    ce = -torch.log_softmax(torch.cat([0.5 * c, 0.5 * d[0]]), 0)[0]
+    assert_close(hps_exact_loss(c, d, T(9.0, 1.0, 2.0)[None], beta=0.5, gamma=0.0)[0], ce)
+
+
+def test_hps_exact_mask_and_large_gamma():
+    """Padding is ignored; gamma -> inf puts all of q on the top-scored negative: -log sig(r+ - log N - r_top)."""
+    c, d, s = T(0.5), T(0.2, -0.4, 1.0, 7.0)[None], T(9.0, 1.0, 2.0, 50.0)[None]
+    mask = torch.tensor([[True, True, True, False]])
+    full = hps_exact_loss(c, d[:, :3], s[:, :3], beta=0.5, gamma=0.3)
+    assert_close(hps_exact_loss(c, d, s, beta=0.5, gamma=0.3, mask=mask), full)
+    hard = hps_exact_loss(c, d[:, :3], s[:, :3], beta=0.5, gamma=1e3)
+    assert_close(hard, -torch.nn.functional.logsigmoid(0.5 * c - math.log(3) - 0.5 * 0.2))
+
+
+def test_importance_estimator_k1_is_single_sample_hps():
+    a, b = T(0.8, -0.2), T(0.1, 0.3)
+    assert_close(hps_importance_loss(a, b[:, None], n_dispreferred=5, beta=0.5),
+                 hps_loss(a, b, n_dispreferred=5, beta=0.5, log_n_offset=True))
+
+
+def test_importance_estimator_converges_to_exact():
+    """K = 200 000 seeded draws from q_gamma (and, importance-weighted, from a uniform proposal): the plug-in
+    estimate is within 5e-3 of hps_exact_loss (its O(1/K) bias and O(1/sqrt K) noise are ~1e-3 here)."""
+    beta, gamma = 0.5, 0.8
+    logr = np.array([0.4, -0.3, 1.5, 0.0, -2.0])
+    scores = np.array([1.0, 0.2, 2.5, -1.0, 0.7])
+    exact = hps_exact_loss(T(1.0), torch.tensor(logr)[None], torch.tensor(scores)[None], beta=beta, gamma=gamma)
+    rng = np.random.default_rng(2025)
+    q = hardness_probs(scores, gamma)
+    K = 200_000
+    idx = rng.choice(len(q), size=K, p=q)
+    est = hps_importance_loss(T(1.0), torch.tensor(logr[idx])[None], n_dispreferred=5, beta=beta)
+    assert_close(est, exact, atol=5e-3, rtol=0)
+    idx = rng.integers(len(q), size=K)
+    log_w = torch.tensor(np.log(q[idx] * len(q)))[None]
+    est_iw = hps_importance_loss(T(1.0), torch.tensor(logr[idx])[None], n_dispreferred=5, beta=beta, log_weights=log_w)
+    assert_close(est_iw, exact, atol=5e-3, rtol=0)
+    small = hps_importance_loss(T(1.0), torch.tensor(logr[idx[:10]])[None], n_dispreferred=5, beta=beta)
+    assert not torch.allclose(small, exact, atol=5e-3)  # the test can tell a poor estimate from a good one
+
+
+# ---------------------------------------------------------------- method names and metrics
+@pytest.mark.parametrize("name, expected", [
+    ("dpo-hps", ("dpo", "hps")), ("IPO-PL", ("ipo", "pl")), ("nca-bt", ("nca_pair", "bt")),
+    ("nca_pair-bt", ("nca_pair", "bt")), ("exo-hps", ("exo_pair", "hps")), ("sppo-pl", ("sppo_hard", "pl")),
+])
+def test_parse_method_accepts(name, expected):
+    assert parse_method(name) == expected
+
+
+@pytest.mark.parametrize("name", ["dpo", "kto-hps", "dpo-listwise", "", "dpo_hps"])
+def test_parse_method_rejects_with_all_valid_names(name):
+    with pytest.raises(ValueError) as err:
+        parse_method(name)
+    assert all(m in str(err.value) for m in ALL_METHODS) and repr(name) in str(err.value)
+
+
+def test_all_methods_lists_fifteen():
+    assert len(ALL_METHODS) == 15
+    assert ALL_METHODS["dpo-pl"].startswith("implemented")
+    assert ALL_METHODS["ipo-pl"].startswith("generalised")
+
+
+def test_reward_metrics_hand_values():
+    """beta 0.5; chosen (2, 0) -> rewards (1, 0), rejected (0, 2) -> (0, 1): chosen 0.5, rejected 0.5,
+    margins mean(1, -1) = 0, accuracies mean(1, 0) = 0.5."""
+    m = reward_metrics(T(2.0, 0.0), T(0.0, 2.0), beta=0.5)
+    assert m == {"rewards/chosen": 0.5, "rewards/rejected": 0.5, "rewards/margins": 0.0, "rewards/accuracies": 0.5}
+
+
+# ---------------------------------------------------------------- parity with TRL 1.16 DPOTrainer
+def _trl_loss(loss_type, beta, label_smoothing, chosen_lr, rejected_lr, lengths=(4, 4)):
+    """Run TRL's own DPOTrainer._compute_loss on one (chosen, rejected) pair without building a trainer.
+
+    TRL 1.16 computes its losses inline in ``_compute_loss``; we call it unbound with a stub ``self`` (the
+    attributes it reads) and a stub model whose per-token log-probs sum to the wanted sequence log-probs.
+    ``lengths`` are the completion token counts, which TRL's ipo divides by."""
+    from trl import DPOTrainer
+
+    seq = max(lengths) + 2
+    completion_mask = torch.zeros(2, seq, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        completion_mask[row, 1:1 + n] = 1
+    ref = torch.tensor([-3.0, -5.0], dtype=torch.float64)
+    log_probs = torch.zeros(2, seq - 1, dtype=torch.float64)
+    log_probs[:, 0] = ref + torch.tensor([chosen_lr, rejected_lr], dtype=torch.float64)
+
+    def model(**_):
+        return SimpleNamespace(log_probs=log_probs, entropy=torch.zeros(2, seq - 1), mean_logits=torch.zeros(2, seq - 1),
+                               is_top1=torch.zeros(2, seq - 1, dtype=torch.bool))
+
+    model.training = True
+    ident = lambda t: t  # noqa: E731
+    stub = SimpleNamespace(
+        model=model, accelerator=SimpleNamespace(device=torch.device("cpu"), gather_for_metrics=ident, gather=ident),
+        aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl",
+        loss_types=[loss_type], loss_weights=[1.0], beta=beta, label_smoothing=label_smoothing, use_weighting=False,
+        _metrics=defaultdict(lambda: defaultdict(list)), _total_train_tokens=0, _tp_size=1,
+    )
+    inputs = {"input_ids": torch.zeros(2, seq, dtype=torch.long), "attention_mask": torch.ones(2, seq, dtype=torch.long),
+              "completion_mask": completion_mask, "ref_chosen_logps": ref[:1], "ref_rejected_logps": ref[1:]}
+    return DPOTrainer._compute_loss(stub, model, inputs, return_outputs=False)
+
+
+@pytest.mark.parametrize("framework, trl_name, eps", [
+    ("dpo", "sigmoid", 0.0), ("ipo", "ipo", 0.0), ("exo_pair", "exo_pair", 1e-3), ("exo_pair", "exo_pair", 0.2),
+    ("nca_pair", "nca_pair", 0.0), ("sppo_hard", "sppo_hard", 0.0),
+])
+def test_pair_loss_matches_trl(framework, trl_name, eps):
+    pytest.importorskip("trl")
+    pairs = [(0.5, -0.25), (-1.3, 2.0), (3.0, 3.0), (12.0, -7.5)]
+    lengths = (5, 3)
+    for beta in (0.1, 0.25):
+        for a, b in pairs:
+            ours_a, ours_b = (a / lengths[0], b / lengths[1]) if framework == "ipo" else (a, b)
+            ours = pair_loss(framework, T(ours_a), T(ours_b), beta=beta, label_smoothing=eps)[0]
+            trl = _trl_loss(trl_name, beta, eps, a, b, lengths)
+            assert_close(ours, trl.to(ours.dtype), atol=1e-5, rtol=1e-5)

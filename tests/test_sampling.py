@@ -1,0 +1,200 @@
+"""Tests for hps_core.sampling: q_gamma, the group split, negative selection and gamma schedules."""
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from hps_core.sampling import (
+    BT_RULES,
+    REFERENCE_STAGES,
+    SELECTION_RULES,
+    GammaSchedule,
+    count_top_ties,
+    draw_negative,
+    epoch_gamma,
+    hardness_probs,
+    make_gamma_schedule,
+    pick_negative,
+    rank_group,
+    select_negative,
+)
+
+
+# ---------------------------------------------------------------- hardness_probs
+def test_hardness_probs_hand_values():
+    """scores (0, 1, 2), gamma = ln 2: weights e^{gamma s} = 1, 2, 4, total 7 -> q = (1/7, 2/7, 4/7)."""
+    np.testing.assert_allclose(hardness_probs([0.0, 1.0, 2.0], math.log(2)), [1 / 7, 2 / 7, 4 / 7], rtol=1e-12)
+
+
+def test_hardness_probs_gamma_zero_is_uniform_and_negative_favours_easy():
+    np.testing.assert_allclose(hardness_probs([3.0, -1.0, 10.0, 0.0], 0.0), [0.25] * 4)
+    q = hardness_probs([0.0, 1.0, 2.0], -1.0)
+    assert q[0] > q[1] > q[2]
+    q = hardness_probs([0.0, 1.0, 2.0], 1.0)
+    assert q[0] < q[1] < q[2]
+
+
+def test_hardness_probs_stable_at_extreme_scores():
+    """scores (1e4, -1e4, 1e4 - 1e-3), gamma 1e3: logits (1e7, -1e7, 1e7 - 1). After the max-shift
+    q = (1, 0, e^-1) / (1 + e^-1) = (0.7310586, 0, 0.2689414); raw exp would overflow to inf/inf = nan."""
+    q = hardness_probs([1e4, -1e4, 1e4 - 1e-3], 1e3)
+    np.testing.assert_allclose(q, [1 / (1 + math.e ** -1), 0.0, math.e ** -1 / (1 + math.e ** -1)], rtol=1e-6)
+    for scores in ([-1e4] * 3, [1e4] * 3):
+        np.testing.assert_allclose(hardness_probs(scores, 1e3), [1 / 3] * 3)
+    q = hardness_probs(np.linspace(-1e4, 1e4, 7), -1e3)
+    assert np.all(np.isfinite(q)) and q[0] == pytest.approx(1.0) and q.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "scores, gamma, match",
+    [([], 1.0, "at least 1"), ([1.0, float("nan")], 1.0, "finite"), ([1.0, float("inf")], 1.0, "finite"),
+     ([1.0, 2.0], float("inf"), "gamma"), ([1.0, 2.0], float("nan"), "gamma"), ([[1.0, 2.0]], 1.0, "1-D")],
+)
+def test_hardness_probs_rejects_bad_input(scores, gamma, match):
+    with pytest.raises(ValueError, match=match):
+        hardness_probs(scores, gamma)
+
+
+# ---------------------------------------------------------------- rank_group / ties
+def test_rank_group_unique_top():
+    assert rank_group([0.1, 0.9, 0.5]) == (1, [0, 2])
+    assert count_top_ties([0.1, 0.9, 0.5]) == 0
+
+
+def test_rank_group_ties_keep_the_tied_responses():
+    """Top score 5 at positions 1 and 2: the earliest (1) is preferred, 2 stays a (maximally hard) negative."""
+    assert rank_group([3.0, 5.0, 5.0, 1.0]) == (1, [0, 2, 3])
+    assert count_top_ties([3.0, 5.0, 5.0, 1.0]) == 1
+    assert rank_group([2.0, 2.0, 2.0]) == (0, [1, 2])
+    assert count_top_ties([2.0, 2.0, 2.0]) == 2
+
+
+@pytest.mark.parametrize("scores, match", [([1.0], "at least 2"), ([1.0, float("nan")], "finite")])
+def test_rank_group_rejects_bad_groups(scores, match):
+    with pytest.raises(ValueError, match=match):
+        rank_group(scores)
+    with pytest.raises(ValueError, match=match):
+        count_top_ties(scores)
+
+
+# ---------------------------------------------------------------- drawing negatives
+def test_draw_negative_large_gamma_picks_top_scored():
+    """gamma = 1e3, gaps >= 0.2: the runner-up has q <= e^-200, so every draw is the top-scored index 1."""
+    rng = np.random.default_rng(0)
+    assert {draw_negative([0.1, 0.5, 0.3, -2.0], 1e3, rng) for _ in range(200)} == {1}
+
+
+def test_draw_negative_is_reproducible_and_needs_a_generator():
+    a = [draw_negative([0.0, 1.0, 2.0], 0.5, np.random.default_rng(7)) for _ in range(3)]
+    r1, r2 = np.random.default_rng(7), np.random.default_rng(7)
+    assert [draw_negative([0.0, 1.0, 2.0], 0.5, r1) for _ in range(50)] == [
+        draw_negative([0.0, 1.0, 2.0], 0.5, r2) for _ in range(50)]
+    assert len(set(a)) == 1
+    with pytest.raises(TypeError, match="Generator"):
+        draw_negative([0.0, 1.0], 1.0, np.random)  # the global RNG is refused
+
+
+def _chi_square_pvalue_or_critical(counts, expected, df):
+    """p-value by scipy when installed; else the statistic against the chi-square critical value at alpha 1e-3
+    (df 3: 16.266, df 4: 18.467, from standard tables). Returns True when the fit is NOT rejected."""
+    try:
+        from scipy.stats import chisquare
+    except ImportError:
+        stat = float(((counts - expected) ** 2 / expected).sum())
+        return stat < {3: 16.266, 4: 18.467}[df]
+    return chisquare(counts, expected).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.0, -0.7])
+def test_draw_negative_frequencies_match_q_gamma(gamma):
+    """20 000 seeded draws over 4 negatives; chi-square goodness of fit to q_gamma, df = 3, alpha = 1e-3."""
+    scores = [0.0, 0.5, 1.0, 2.0]
+    q = hardness_probs(scores, gamma)
+    rng = np.random.default_rng(12345)
+    n = 20_000
+    counts = np.bincount([draw_negative(scores, gamma, rng) for _ in range(n)], minlength=4)
+    assert _chi_square_pvalue_or_critical(counts, n * q, df=3)
+
+
+def test_draw_negative_never_picks_zero_probability():
+    rng = np.random.default_rng(1)
+    draws = {draw_negative([1e4, -1e4, 1e4 - 1e-3, -1e4], 1e3, rng) for _ in range(2000)}
+    assert draws <= {0, 2}
+
+
+# ---------------------------------------------------------------- BT rules and the dispatcher
+def test_pick_negative_fixed_rules_and_ties():
+    rng = np.random.default_rng(0)
+    assert pick_negative("max_min", [0.3, -1.0, 2.0, -1.0], rng) == 1  # lowest, earliest of the tie
+    assert pick_negative("max_max", [0.3, 2.0, -1.0, 2.0], rng) == 1  # highest, earliest of the tie
+
+
+def test_pick_negative_random_is_uniform():
+    rng = np.random.default_rng(3)
+    n = 8000
+    counts = np.bincount([pick_negative("random", [5.0, 1.0, 0.0, 9.0, 2.0], rng) for _ in range(n)], minlength=5)
+    assert _chi_square_pvalue_or_critical(counts, np.full(5, n / 5), df=4)
+
+
+def test_unknown_rules_name_the_valid_ones():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError) as err:
+        pick_negative("hardest", [1.0, 2.0], rng)
+    assert all(r in str(err.value) for r in BT_RULES)
+    with pytest.raises(ValueError) as err:
+        select_negative("hardest", [1.0, 2.0], rng)
+    assert all(r in str(err.value) for r in SELECTION_RULES)
+
+
+def test_select_negative_dispatch():
+    scores = [0.2, 0.9, -0.4]
+    assert select_negative("max_min", scores, np.random.default_rng(0)) == 2
+    assert select_negative("max_max", scores, np.random.default_rng(0), gamma=3.0) == 1  # gamma ignored for BT
+    assert select_negative("hps", scores, np.random.default_rng(0), gamma=1e3) == 1
+    assert select_negative("hps", scores, np.random.default_rng(5), gamma=0.5) == draw_negative(
+        scores, 0.5, np.random.default_rng(5))
+    with pytest.raises(ValueError, match="gamma"):
+        select_negative("hps", scores, np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------- gamma schedules
+def test_constant_and_linear_schedules_follow_the_step():
+    """linear -2 -> 2 over 100 steps: step 25 -> -2 + 4 * 0.25 = -1; step 100 and beyond -> 2 (clamped)."""
+    assert make_gamma_schedule("constant", gamma=2.5).value(0, 10) == 2.5
+    assert make_gamma_schedule().value(7, 10) == 1.0
+    lin = make_gamma_schedule("linear", gamma_start=-2.0, gamma_end=2.0)
+    assert [lin.value(s, 100) for s in (0, 25, 50, 100, 250)] == [-2.0, -1.0, 0.0, 2.0, 2.0]
+
+
+def test_step_schedule_reference_stages_at_quantiles():
+    """Five stages at 20 % quantiles of step / total: [0, 20) -> -5, [20, 40) -> -3, [40, 60) -> -1,
+    [60, 80) -> +1, [80, 100] -> +3; never +5 (as in the reference code)."""
+    sched = make_gamma_schedule("step")
+    assert sched.stages == REFERENCE_STAGES
+    steps = [0, 19, 20, 39, 40, 59, 60, 79, 80, 99, 100]
+    assert [sched.value(s, 100) for s in steps] == [-5, -5, -3, -3, -1, -1, 1, 1, 3, 3, 3]
+    assert [sched.value(s, 5) for s in range(5)] == [-5, -3, -1, 1, 3]  # exact at integer quantiles
+
+
+def test_step_schedule_custom_stages_and_epoch_gamma():
+    """Two stages (0, 4): epoch e of 4 -> stage floor(2e/4) -> 0, 0, 4, 4. Two epochs of the reference
+    stages -> stages floor(5*0/2)=0 and floor(5*1/2)=2 -> -5, -1."""
+    sched = make_gamma_schedule("step", stages=[0, 4])
+    assert [epoch_gamma(sched, e, 4) for e in range(4)] == [0.0, 0.0, 4.0, 4.0]
+    assert [epoch_gamma(make_gamma_schedule("step"), e, 2) for e in range(2)] == [-5.0, -1.0]
+
+
+def test_schedule_validation_messages():
+    with pytest.raises(ValueError, match="constant, linear, step"):
+        make_gamma_schedule("cosine")
+    with pytest.raises(ValueError, match="gamma_start, gamma_end"):
+        make_gamma_schedule("linear", gamma=3.0)
+    with pytest.raises(ValueError, match="stage"):
+        make_gamma_schedule("step", stages=())
+    with pytest.raises(ValueError, match="finite"):
+        make_gamma_schedule("constant", gamma=float("inf"))
+    with pytest.raises(ValueError, match="total_steps"):
+        make_gamma_schedule().value(0, 0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        GammaSchedule().gamma = 3.0
