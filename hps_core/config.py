@@ -194,9 +194,9 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     for key, value in raw.items():
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
-            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
             raise ConfigError(
-                f"unknown config key {prefix}{key!r} in {source}{hint}; valid keys here: {', '.join(fields)}"
+                f"unknown config key '{prefix}{key}' in {source}{hint}; valid keys here: {', '.join(fields)}"
             )
         kwargs[key] = _coerce(hints[key], value, source, f"{prefix}{key}")
     return cls(**kwargs)
