@@ -241,9 +241,17 @@ def parse_config_text(text: str) -> dict[str, Any]:
     Returning every key (defaults filled in) lets decorators read e.g. ``config.resources.gpu`` even
     when the file leaves that section out.
     """
+    from metaflow.exception import MetaflowException
+
     source = _config_path_from_argv()
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{source} is not valid TOML: {err}") from err
-    return PipelineConfig.from_dict(raw, source=source).to_dict()
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{source} is not valid TOML: {err}") from err
+        return PipelineConfig.from_dict(raw, source=source).to_dict()
+    except ConfigError as err:
+        # Metaflow prints its own exceptions as one clean message instead of a traceback.
+        exc = MetaflowException(str(err))
+        exc.headline = "Invalid HPS config"
+        raise exc from None

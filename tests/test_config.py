@@ -1,5 +1,7 @@
 """The typed config: defaults, the TOML file, and errors that name the key and the file."""
 
+import tomllib
+
 import pytest
 
 from hps_core.config import DEFAULT_CONFIG_PATH, ConfigError, PipelineConfig, load_config, parse_config_text
@@ -47,7 +49,15 @@ def test_unknown_section_is_an_error(tmp_path):
 )
 def test_invalid_values_are_rejected_with_the_fix(text, fragment):
     with pytest.raises(ConfigError, match=fragment.replace(".", r"\.").replace("(", r"\(")):
-        parse_config_text(text)
+        PipelineConfig.from_dict(tomllib.loads(text))
+
+
+def test_metaflow_parser_reports_errors_as_one_clean_message():
+    from metaflow.exception import MetaflowException
+
+    with pytest.raises(MetaflowException, match="unknown config key 'sft.epoch'") as err:
+        parse_config_text("[sft]\nepoch = 3\n")
+    assert err.value.headline == "Invalid HPS config"
 
 
 def test_ints_are_accepted_for_floats_and_missing_file_is_clear(tmp_path):
