@@ -7,7 +7,7 @@ under the run directory, never as pickled artifacts.
 
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,6 @@ class StepContext:
     @property
     def cache_dir(self) -> Path:
         """Shared across runs: built tiny models and reference log-probs, keyed by content digests."""
-        import os
-
         return Path(os.environ.get("HPS_CACHE_DIR", Path(self.cfg.run.output_dir) / "cache")).resolve()
 
     def path(self, *parts: str) -> Path:
@@ -84,8 +82,7 @@ def build_groups(ctx: StepContext, canonical_path: str) -> dict[str, Any]:
     """Groups per prompt, negatives drawn per epoch (seeded), and the base model resolved (the tiny one
     is built here, once, before the training branches start)."""
     from hps_core import groups as G
-    from hps_core.sampling import make_gamma_schedule
-    from hps_core.losses import parse_method
+    from hps_core.methods import parse_method
 
     cfg = ctx.cfg
     table = pd.read_parquet(canonical_path)
@@ -232,7 +229,3 @@ def model_description(what: str, cfg: PipelineConfig, metrics: dict[str, float],
     return "\n".join(lines)
 
 
-def write_json(path: Path, obj: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    return path
