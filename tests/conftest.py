@@ -10,7 +10,21 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 if not any(os.environ.get(v, "root") != "root" for v in ("METAFLOW_USER", "SUDO_USER", "USERNAME", "USER")):
     os.environ["METAFLOW_USER"] = "hps-test"
 
+import typing  # noqa: E402
+
 import pytest  # noqa: E402
+import typing_extensions  # noqa: E402
+
+# Metaflow vendors its own typing_extensions, which replaces typing._collect_parameters with a copy that
+# only knows ITS NoDefault sentinel. Once that runs (the Runner API imports it) after the real
+# typing_extensions, every Generic[...] over TypeVars made by the real one (torch.fx, reached lazily via
+# transformers) raises "Type parameter ... without a default follows type parameter with a default".
+# Flow steps import metaflow first, so only a process that imports both in the other order (this test
+# session) needs the real patch put back.
+import metaflow._vendor.typing_extensions  # noqa: E402,F401
+
+if hasattr(typing_extensions, "_collect_parameters"):
+    typing._collect_parameters = typing_extensions._collect_parameters
 
 from tests.mlflow_server import mlflow_server_uri  # noqa: E402,F401  (session-scoped fixture)
 
