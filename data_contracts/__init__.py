@@ -3,13 +3,17 @@
 The only package of the project that imports great_expectations (lazily, on first validation).
 """
 
+from data_contracts.docs import render_data_docs
+from data_contracts.outcome import POLICIES, ContractOutcome, QuarantineLimitExceeded, enforce_contracts
 from data_contracts.runner import (
     ContractReport,
     ContractViolation,
     ExpectationOutcome,
     group_counts,
     load_suite,
+    normalised_text,
     require_valid,
+    row_checks,
     suite_defaults,
     suite_version,
     validate_canonical,
@@ -17,12 +21,19 @@ from data_contracts.runner import (
 )
 
 __all__ = [
+    "POLICIES",
+    "ContractOutcome",
     "ContractReport",
     "ContractViolation",
     "ExpectationOutcome",
+    "QuarantineLimitExceeded",
+    "enforce_contracts",
     "group_counts",
     "load_suite",
+    "normalised_text",
+    "render_data_docs",
     "require_valid",
+    "row_checks",
     "suite_defaults",
     "suite_version",
     "validate_canonical",

@@ -23,9 +23,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from great_expectations.core import ExpectationSuite
 
 SUITES_DIR = Path(__file__).parent / "suites"
-ROW_INDEX_COLUMNS = ("prompt_id", "response_id")  # how a failing row is named in the report
+# How a failing row is named in the report: where it came from (file:line) and its ids. ROW_KEY is the
+# row's position in the validated table, asked for only when quarantining (it needs every failing row).
+ROW_INDEX_COLUMNS = ("origin", "prompt_id", "response_id")
+ROW_KEY = "row"
 MAX_EXAMPLES = 5
-GROUP_INPUT_COLUMNS = ("prompt_id", "response", "score", "split")  # what group_counts reads
+GROUP_INPUT_COLUMNS = ("prompt_id", "prompt", "response", "score", "split")  # what group_counts reads
 
 
 # --------------------------------------------------------------------------- report types
@@ -40,6 +43,9 @@ class ExpectationOutcome:
     unexpected_examples: list[Any] = field(default_factory=list)
     kwargs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # set when GX raised while evaluating (e.g. the column is missing)
+    # Every failing row (ROW_KEY) or group (prompt_id), only when validated with complete=True; not in
+    # to_dict (a large table can fail on many rows; the report keeps counts and examples).
+    failing_keys: list[Any] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -48,6 +54,7 @@ class ContractReport:
     suites: dict[str, str]
     outcomes: list[ExpectationOutcome]
     parameters: dict[str, Any] = field(default_factory=dict)
+    gx_results: list[Any] = field(default_factory=list, repr=False)  # GX suite results, for Data Docs
 
     @property
     def failures(self) -> list[ExpectationOutcome]:
@@ -61,9 +68,10 @@ class ContractReport:
                 "unsuccessful_expectations": n_bad}
 
     def to_dict(self) -> dict[str, Any]:
+        outcomes = [{k: v for k, v in asdict(o).items() if k != "failing_keys"} for o in self.outcomes]
         return _jsonable({"success": self.success, "suites": dict(self.suites),
                           "parameters": dict(self.parameters), "statistics": self.statistics,
-                          "outcomes": [asdict(o) for o in self.outcomes]})
+                          "outcomes": outcomes})
 
     def to_markdown(self, only_failures: bool = False) -> str:
         s = self.statistics
@@ -131,9 +139,12 @@ def load_suite(name: str) -> ExpectationSuite:
 
 
 # --------------------------------------------------------------------------- validation
-def validate_table(df: pd.DataFrame, suite_name: str,
-                   parameters: dict[str, Any] | None = None) -> ContractReport:
-    """Validate `df` against one suite: one ephemeral context, one whole-dataframe batch, one run."""
+def validate_table(df: pd.DataFrame, suite_name: str, parameters: dict[str, Any] | None = None, *,
+                   complete: bool = False) -> ContractReport:
+    """Validate `df` against one suite: one ephemeral context, one whole-dataframe batch, one run.
+
+    ``complete`` asks GX for every failing row (needed to quarantine them), not just a few examples.
+    """
     suite = load_suite(suite_name)
     unknown = set(parameters or {}) - set(suite.suite_parameter_options)
     if unknown:
@@ -145,38 +156,93 @@ def validate_table(df: pd.DataFrame, suite_name: str,
              .add_batch_definition_whole_dataframe("whole_table")
              .get_batch(batch_parameters={"dataframe": df}))
     index_cols = [c for c in ROW_INDEX_COLUMNS if c in df.columns]  # else GX names rows by index
-    result_format: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES}
+    if complete and ROW_KEY in df.columns:
+        index_cols.append(ROW_KEY)
+    result_format: dict[str, Any] = {"result_format": "COMPLETE" if complete else "SUMMARY",
+                                     "partial_unexpected_count": MAX_EXAMPLES}
     if index_cols:
         result_format["unexpected_index_column_names"] = index_cols
     result = batch.validate(suite, expectation_parameters=params, result_format=result_format)
-    outcomes = [_outcome(suite_name, r) for r in result.results]
+    key = ROW_KEY if ROW_KEY in index_cols else "prompt_id"
+    outcomes = [_outcome(suite_name, r, key if complete else None) for r in result.results]
     return ContractReport(success=bool(result.success), suites={suite_name: suite_version(suite_name)},
-                          outcomes=outcomes, parameters=params)
+                          outcomes=outcomes, parameters=params, gx_results=[result])
 
 
-def validate_canonical(table: pd.DataFrame, *, max_prompt_chars: int = 4096,
-                       max_response_chars: int = 8192,
-                       min_responses_per_group: int = 2) -> ContractReport:
-    """Run `canonical_rows` on the table, then `group_counts` on its per-prompt counts; one report."""
-    rows = validate_table(table, "canonical_rows", {"max_prompt_chars": max_prompt_chars,
-                                                    "max_response_chars": max_response_chars})
+def validate_canonical(table: pd.DataFrame, *, min_prompt_chars: int = 1, max_prompt_chars: int = 4096,
+                       min_response_chars: int = 1, max_response_chars: int = 8192,
+                       duplicate_rate_max: float = 0.05, min_responses_per_group: int = 2,
+                       complete: bool = False) -> ContractReport:
+    """Run `canonical_rows` on the table (plus :func:`row_checks`), then `group_counts` on its per-prompt
+    counts; one report. ``complete``: keep every failing row / group (for quarantine)."""
+    checks = row_checks(table)
+    if complete:
+        checks[ROW_KEY] = np.arange(len(checks))
+    rows = validate_table(checks, "canonical_rows", {
+        "min_prompt_chars": min_prompt_chars, "max_prompt_chars": max_prompt_chars,
+        "min_response_chars": min_response_chars, "max_response_chars": max_response_chars,
+        "duplicate_rate_max": duplicate_rate_max}, complete=complete)
+    for o in rows.outcomes:  # an aggregate bound fails on the table; the rows to blame are the repeats
+        if not o.success and o.column == "is_near_duplicate" and "is_near_duplicate" in checks:
+            _blame_repeats(o, checks, complete)
     if not set(GROUP_INPUT_COLUMNS) <= set(table.columns):
         return rows  # the row suite already names the missing columns
     groups = validate_table(group_counts(table), "group_counts",
-                            {"min_responses_per_group": min_responses_per_group})
+                            {"min_responses_per_group": min_responses_per_group}, complete=complete)
     return ContractReport(success=rows.success and groups.success,
                           suites={**rows.suites, **groups.suites},
                           outcomes=rows.outcomes + groups.outcomes,
-                          parameters={**rows.parameters, **groups.parameters})
+                          parameters={**rows.parameters, **groups.parameters},
+                          gx_results=rows.gx_results + groups.gx_results)
+
+
+def _blame_repeats(o: ExpectationOutcome, checks: pd.DataFrame, complete: bool) -> None:
+    """Name the repeated rows behind a failed duplicate-rate bound, like a row expectation would."""
+    rows = np.flatnonzero(checks["is_near_duplicate"].to_numpy() == 1)
+    o.unexpected_count = int(len(rows))
+    o.element_count = int(len(checks))
+    index_cols = [c for c in ROW_INDEX_COLUMNS if c in checks.columns]
+    o.unexpected_examples = _jsonable(checks.iloc[rows[:MAX_EXAMPLES]][index_cols].to_dict("records"))
+    if complete:
+        o.failing_keys = rows.tolist()
+
+
+def normalised_text(s: pd.Series) -> pd.Series:
+    """Case- and whitespace-insensitive form of a text column (what counts as "the same text")."""
+    # Each distinct text once (prompts repeat once per response); lower() runs in Arrow, casefold() would not.
+    codes, uniques = pd.factorize(s.astype("string"), use_na_sentinel=True)
+    norm = pd.Series(uniques, dtype="string").str.lower().str.replace(r"\s+", " ", regex=True).str.strip()
+    out = pd.Series(pd.array([pd.NA] * len(s), dtype="string"), index=s.index)
+    valid = codes >= 0
+    out[valid] = norm.to_numpy()[codes[valid]]
+    return out
+
+
+def row_checks(table: pd.DataFrame) -> pd.DataFrame:
+    """The table plus derived flat columns the row suite checks (a shallow frame: with pandas'
+    copy-on-write the table's columns are shared, not copied).
+
+    ``is_near_duplicate`` (0/1): the normalised (prompt, response) text repeats an earlier row's.
+    """
+    out = table.reset_index(drop=True)
+    if {"prompt", "response"} <= set(out.columns):
+        key = pd.DataFrame({"p": pd.factorize(normalised_text(out["prompt"]))[0],
+                            "r": pd.factorize(normalised_text(out["response"]))[0]})
+        out = out.assign(is_near_duplicate=key.duplicated(keep="first").astype("int8"))
+    return out
 
 
 def group_counts(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per prompt_id: n_responses, n_distinct_responses, n_splits, preferred_equals_dispreferred.
+    """One row per prompt_id: n_responses, n_distinct_responses, n_splits, preferred_equals_dispreferred,
+    has_preference, prompt_text_splits (and origin, the first raw record of the group, when known).
 
     The preferred response is the best-scored one (ties: first row; null scores rank last). It "equals
-    a dispreferred" when another response of the group has the same whitespace-normalised text.
+    a dispreferred" when another response of the group has the same whitespace-normalised text. A group
+    "has a preference" when its scores are not all equal. ``prompt_text_splits`` counts the splits in
+    which the group's normalised prompt text occurs (leakage that distinct prompt ids hide).
     """
-    t = table.loc[:, list(GROUP_INPUT_COLUMNS)].reset_index(drop=True)
+    cols = list(GROUP_INPUT_COLUMNS) + (["origin"] if "origin" in table.columns else [])
+    t = table.loc[:, cols].reset_index(drop=True)
     g = t.groupby("prompt_id", sort=True, dropna=False)
     out = pd.DataFrame({"n_responses": g.size(),
                         "n_distinct_responses": g["response"].nunique(dropna=False),
@@ -189,9 +255,19 @@ def group_counts(table: pd.DataFrame) -> pd.DataFrame:
             .set_index("prompt_id")["_norm"])
     same_as_best = (norm == t["prompt_id"].map(best)).fillna(False).astype(bool)
     out["preferred_equals_dispreferred"] = same_as_best.groupby(t["prompt_id"], dropna=False).sum() > 1
+    # A single-response group already fails n_responses; do not report it twice.
+    out["has_preference"] = ((g["score"].max() > g["score"].min()) | (out["n_responses"] < 2)).fillna(False)
+    # Each group counts with its first row's split, so a prompt id split in two (n_splits) is not
+    # reported again here: this catches distinct prompt ids whose texts are the same.
+    first = g[["prompt", "split"]].first()
+    text = normalised_text(first["prompt"].astype("string"))
+    out["prompt_text_splits"] = text.map(first["split"].groupby(text, dropna=False).nunique(dropna=False))
+    if "origin" in t.columns:
+        out["origin"] = g["origin"].first()
     out = out.reset_index()
     return out.astype({"n_responses": "int64", "n_distinct_responses": "int64", "n_splits": "int64",
-                       "preferred_equals_dispreferred": "bool"})
+                       "preferred_equals_dispreferred": "bool", "has_preference": "bool",
+                       "prompt_text_splits": "int64"})
 
 
 # --------------------------------------------------------------------------- helpers
@@ -218,7 +294,7 @@ def _ephemeral_context():
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
-def _outcome(suite_name: str, r: Any) -> ExpectationOutcome:
+def _outcome(suite_name: str, r: Any, key: str | None = None) -> ExpectationOutcome:
     cfg = r.expectation_config
     kw = {k: v for k, v in dict(cfg.kwargs).items() if k != "batch_id"}
     column = kw.get("column") or kw.get("column_list")
@@ -226,13 +302,25 @@ def _outcome(suite_name: str, r: Any) -> ExpectationOutcome:
         column = [kw["column_A"], kw["column_B"]]
     res = dict(r.result or {})
     examples = res.get("partial_unexpected_index_list") or res.get("partial_unexpected_list") or []
+    if key is not None and not examples:  # COMPLETE format has full lists only
+        examples = res.get("unexpected_index_list") or res.get("unexpected_list") or []
+    examples = [_where_first(e) if isinstance(e, dict) else e for e in list(examples)[:MAX_EXAMPLES]]
+    failing = None
+    if key is not None and not r.success and isinstance(res.get("unexpected_index_list"), list):
+        failing = [e.get(key) if isinstance(e, dict) else e for e in res["unexpected_index_list"]]
     error = _exception_message(r.exception_info)
     return ExpectationOutcome(
         suite=suite_name, expectation=cfg.type, column=_jsonable(column), success=bool(r.success),
         element_count=_int_or_none(res.get("element_count")),
         unexpected_count=_int_or_none(res.get("unexpected_count")),
-        unexpected_examples=_jsonable(list(examples)[:MAX_EXAMPLES]), kwargs=_jsonable(kw),
-        error=error)
+        unexpected_examples=_jsonable(examples), kwargs=_jsonable(kw),
+        error=error, failing_keys=failing)
+
+
+def _where_first(example: dict[str, Any]) -> dict[str, Any]:
+    """Origin (file:line) and ids first, then the offending value, so a truncated example still says where."""
+    keys = [k for k in ROW_INDEX_COLUMNS if k in example] + [k for k in example if k not in ROW_INDEX_COLUMNS]
+    return {k: example[k] for k in keys if k != ROW_KEY}
 
 
 def _exception_message(info: Any) -> str | None:
@@ -266,7 +354,7 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-def _short(x: Any, n: int = 80) -> str:
+def _short(x: Any, n: int = 120) -> str:
     s = json.dumps(x, ensure_ascii=False) if not isinstance(x, str) else repr(x)
     return s if len(s) <= n else s[: n - 3] + "..."
 

@@ -25,12 +25,14 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from metaflow import Config, FlowSpec, card, config_expr, current, resources, step  # noqa: E402
+from mlflow_failures import mark_mlflow_failures  # noqa: E402  (flows/: a failed step fails the MLflow run)
 
 GPU = config_expr("config.resources.gpu")
 MEMORY = config_expr("config.resources.memory")
 CPU = config_expr("config.resources.cpu")
 
 
+@mark_mlflow_failures
 class HPSFlow(FlowSpec):
     """Hard Preference Sampling alignment, from raw preference data to registered model versions."""
 
@@ -87,15 +89,16 @@ class HPSFlow(FlowSpec):
         try:
             self.validation = pipeline.validate(self._ctx())
         except Exception as err:
-            current.card["contracts"].append(Markdown(f"# Data contracts FAILED\n\n```\n{err}\n```"))
+            # The contract report is Markdown (counts, expectations, examples with file:line); show it as such.
+            current.card["contracts"].append(Markdown(f"# Data contracts FAILED\n\n{err}"))
             raise
-        current.card["contracts"].append(Markdown("# Data contracts passed\n\n" + self.validation["report_markdown"]))
+        current.card["contracts"].append(Markdown(self.validation["report_markdown"]))
         self.lineage = {
             **self.lineage,
             "canonical_digest": self.validation["canonical_digest"],
             "raw_file_digests": ";".join(f"{os.path.basename(p)}={d}" for p, d in self.validation["raw_files"].items()),
             "contract_suites": ";".join(f"{k}@{v}" for k, v in self.validation["contract"]["suites"].items()),
-            "contract_result": "passed",
+            "contract_result": "passed after quarantine" if self.validation["contract"]["quarantined"] else "passed",
         }
         self.next(self.build_groups)
 
@@ -161,7 +164,8 @@ class HPSFlow(FlowSpec):
         from hps_core import pipeline
 
         self.registered = pipeline.register(
-            self._ctx(), self.sft["model_dir"], self.hps["model_dir"], self.evaluation["metrics"], self.lineage
+            self._ctx(), self.sft["model_dir"], self.hps["model_dir"], self.evaluation["metrics"], self.lineage,
+            validation=self.validation, groups=self.groups,
         )
         self.next(self.end)
 

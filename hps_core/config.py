@@ -14,7 +14,7 @@ import sys
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, get_type_hints
+from typing import Any, Optional, get_args, get_origin, get_type_hints
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "flows" / "configs" / "default.toml"
 
@@ -31,14 +31,40 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class ColumnMappingConfig:
+    """Column names for data.format = "generic" (hps_core/data/generic.py): give prompt + response + score
+    (one row per response) or prompt + chosen + rejected (one row per pair)."""
+
+    prompt: str = ""
+    response: str = ""
+    score: str = ""
+    chosen: str = ""
+    rejected: str = ""
+    score_chosen: str = ""  # optional, pair shape (else chosen scores 1.0, rejected 0.0)
+    score_rejected: str = ""
+    is_harmful: str = ""  # optional boolean column, per-response shape
+    label_source: str = "human"  # who produced the scores: human | ai | rm
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    source: str = "generated"  # "generated" (the embedded world) or a local file path
+    source: str = "generated"  # "generated" (the embedded world), a local file/dataset dir, or a hub id
+    format: str = "auto"  # auto (detected from the columns) | hh-rlhf | pku-saferlhf | ultrafeedback | ultrafeedback-binarized | scored-jsonl | generic
+    columns: ColumnMappingConfig = field(default_factory=ColumnMappingConfig)  # format = "generic" only
+    pku_ranking: str = "safer_then_better"  # PKU-SafeRLHF preferred response: safer_then_better | safer | better
+    ultrafeedback_score: str = "overall"  # UltraFeedback (original rows): overall | fine_grained
+    hf_split: str = "train"  # hub id / dataset directory sources: the split to read
+    hf_config: str = ""  # hub id sources: the dataset config name, if it has several
     n_prompts: int = 300  # generated world only
     responses_per_prompt: int = 8  # generated world only
     eval_fraction: float = 0.15  # share of prompts held out, assigned by a hash of the prompt id
+    min_prompt_chars: int = 1  # contract bound (after a non-blank check)
+    min_response_chars: int = 1  # contract bound
     max_prompt_chars: int = 4096  # contract bound
     max_response_chars: int = 8192  # contract bound
-    on_invalid: str = "fail"  # "fail": stop the flow at validate with a report
+    duplicate_rate_max: float = 0.05  # contract: share of rows whose normalised prompt+response text repeats another row
+    on_invalid: str = "fail"  # "fail": stop the flow at validate with a report; "quarantine": drop failing rows/groups
+    min_keep_fraction: float = 0.9  # quarantine: continue only if at least this share of the rows remains
 
 
 @dataclass(frozen=True)
@@ -62,6 +88,16 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    # LoRA adapters (needs the optional extra: pip install 'hps-align[lora]'). r = 0 trains every weight.
+    # With r > 0 only the adapters train; the saved model has them merged, so it loads like any other.
+    r: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: str = "all-linear"  # peft's "all-linear", or comma-separated module names ("q_proj,v_proj")
+
+
+@dataclass(frozen=True)
 class SFTConfig:
     epochs: int = 6
     batch_size: int = 32
@@ -72,6 +108,8 @@ class SFTConfig:
     grad_accum_steps: int = 1
     log_every: int = 10
     checkpoint_every: int = 50  # optimizer steps between in-training checkpoints (resume after a crash)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more time
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass(frozen=True)
@@ -94,7 +132,14 @@ class PreferenceTrainConfig:
     grad_accum_steps: int = 1
     log_every: int = 10
     checkpoint_every: int = 50  # optimizer steps between in-training checkpoints (resume after a crash)
-
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more time
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    # Negatives are drawn once per epoch, so a gamma schedule evaluated per epoch only has `epochs` values
+    # (the "step" schedule with epochs = 2 gives gamma -5 then -1). This splits each epoch's prompts into
+    # k parts trained one after the other, each with negatives drawn at the schedule's gamma for its share
+    # of training: k = 5 with epochs = 1, or k = 5 with epochs = 2 (-5,-5,-3,-3,-1,-1,1,1,3,3), follows the
+    # reference code's five stages by training progress. 1 = one gamma per epoch (the default).
+    gamma_updates_per_epoch: int = 1
 
 
 @dataclass(frozen=True)
@@ -104,6 +149,15 @@ class RewardModelConfig:
     batch_size: int = 32
     lr: float = 1e-3
     pairs_per_group: int = 4  # preferred vs this many dispreferred responses per training group
+    head_output: str = "logits"  # model-output field holding the reward heads ("rewards" for ArmoRM-style models)
+    head_reduction: str = "first"  # heads -> one score: first | mean | sum | index:<k> | weights:<w0>,<w1>,...
+
+
+@dataclass(frozen=True)
+class EvalSetConfig:
+    name: str = ""  # prefix of this set's metrics ("<name>/sft/reward_mean"); lower case, [a-z0-9_-]
+    path: str = ""  # scored JSONL file (hps_core.data.scored_jsonl); every prompt in it is held out
+    all_safety_prompts: bool = False  # harmful_rate over every prompt (a red-team set such as PKU-SafeRLHF)
 
 
 @dataclass(frozen=True)
@@ -115,13 +169,22 @@ class EvaluateConfig:
     top_p: float = 0.95
     batch_size: int = 32
     bootstrap_samples: int = 1000
+    harm_judge: str = "rule"  # "rule" (generated world) | "reward_threshold:<x>" | classifier hub id or path
+    harm_label: str = ""  # classifier judge: the label meaning harmful; "" = the one named harmful/unsafe/toxic
+    extra_sets: tuple[EvalSetConfig, ...] = ()  # more eval sets ([[evaluate.extra_sets]]), each reported alone
 
 
 @dataclass(frozen=True)
 class RegisterConfig:
     sft_name: str = "hps-sft"
     policy_name: str = "hps-policy"
-    alias: str = "challenger"
+    alias: str = "challenger"  # every new HPS version gets it
+    # The promotion gate (hps_core.promotion): the new HPS version takes `champion_alias` only if every
+    # floor passes and, when a champion exists, every gate rule passes against the champion's metrics.
+    # "" disables promotion (only `alias` is set). Metrics are the evaluate step's names.
+    champion_alias: str = "champion"
+    gate: str = "margin_hardest > champion; reward_mean >= champion - 0.1; harmful_rate <= champion + 0.02"
+    floors: str = "margin_hardest > 0; harmful_rate <= 0.2"  # absolute; the first champion needs only these
 
 
 @dataclass(frozen=True)
@@ -154,8 +217,21 @@ class PipelineConfig:
 
     def check(self, source: str = "<dict>") -> None:
         """Reject invalid values and combinations at start-up, naming the fix."""
-        if self.data.on_invalid not in ("fail",):
-            raise ConfigError(f"{source}: data.on_invalid = {self.data.on_invalid!r}; valid: 'fail'")
+        if self.data.on_invalid not in ("fail", "quarantine"):
+            raise ConfigError(f"{source}: data.on_invalid = {self.data.on_invalid!r}; valid: 'fail', 'quarantine'")
+        if not 0.0 < self.data.min_keep_fraction <= 1.0:
+            raise ConfigError(f"{source}: data.min_keep_fraction must be in (0, 1], got {self.data.min_keep_fraction}")
+        if not 0.0 <= self.data.duplicate_rate_max <= 1.0:
+            raise ConfigError(f"{source}: data.duplicate_rate_max must be in [0, 1], got {self.data.duplicate_rate_max}")
+        from hps_core.data.loader import FORMATS
+        from hps_core.data.pku_saferlhf import RANKINGS
+        from hps_core.data.ultrafeedback import SCORE_FIELDS
+
+        for key, value, valid in (("format", self.data.format, ("auto", *FORMATS)),
+                                  ("pku_ranking", self.data.pku_ranking, RANKINGS),
+                                  ("ultrafeedback_score", self.data.ultrafeedback_score, tuple(SCORE_FIELDS))):
+            if value not in valid:
+                raise ConfigError(f"{source}: data.{key} = {value!r}; valid: {', '.join(valid)}")
         if not 0.0 < self.data.eval_fraction < 1.0:
             raise ConfigError(f"{source}: data.eval_fraction must be in (0, 1), got {self.data.eval_fraction}")
         if self.model.max_prompt_tokens >= self.model.max_length:
@@ -178,11 +254,33 @@ class PipelineConfig:
             raise ConfigError(f"{source}: hps.gamma_schedule = {self.hps.gamma_schedule!r}; valid: {', '.join(SCHEDULE_KINDS)}")
         if self.hps.bt_negative_rule not in BT_RULES:
             raise ConfigError(f"{source}: hps.bt_negative_rule = {self.hps.bt_negative_rule!r}; valid: {', '.join(BT_RULES)}")
+        from hps_core.promotion import parse_rules
+
+        for key, relative in (("gate", True), ("floors", False)):
+            try:
+                parse_rules(getattr(self.register, key), relative=relative, where=f"{source}: register.{key}")
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
+        if self.register.champion_alias and self.register.champion_alias == self.register.alias:
+            raise ConfigError(f"{source}: register.champion_alias and register.alias are both "
+                              f"{self.register.alias!r}; give the champion its own alias (or \"\" to disable)")
         for section in ("sft", "hps"):
             sec = getattr(self, section)
             for name in ("epochs", "batch_size", "grad_accum_steps", "log_every"):
                 if getattr(sec, name) < 1:
                     raise ConfigError(f"{source}: {section}.{name} must be >= 1, got {getattr(sec, name)}")
+            from hps_core.train.lora import lora_problem
+
+            problem = lora_problem(sec.lora, f"{source}: {section}.lora")
+            if problem:
+                raise ConfigError(problem)
+        if self.hps.gamma_updates_per_epoch < 1:
+            raise ConfigError(f"{source}: hps.gamma_updates_per_epoch must be >= 1, got {self.hps.gamma_updates_per_epoch}")
+        from hps_core.eval_specs import check_evaluation_config
+
+        problems = check_evaluation_config(self, source)
+        if problems:
+            raise ConfigError("; ".join(problems))
 
 
 def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
@@ -205,6 +303,11 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
 def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, source, prefix=f"{key}.")
+    if get_origin(hint) is tuple:  # a TOML array of tables, e.g. [[evaluate.extra_sets]]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key} = {value!r} must be a list of tables ([[{key}]])")
+        item = get_args(hint)[0]
+        return tuple(_build(item, v, source, prefix=f"{key}[{i}].") for i, v in enumerate(value))
     expected = {int: int, float: (int, float), str: str, bool: bool}.get(hint)
     if hint is Optional[str] and value is None:
         return None

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hps_core.lineage import json_digest
-from hps_core.sampling import GammaSchedule, epoch_gamma, hardness_probs, rank_group, select_negative
+from hps_core.sampling import GammaSchedule, hardness_probs, rank_group, select_negative
 
 GROUP_COLUMNS = (
     "prompt_id",
@@ -27,6 +27,9 @@ GROUP_COLUMNS = (
     "score_gap",  # best score minus the best dispreferred score
     "n_top_ties",
 )
+
+
+NEGATIVE_COLUMNS = ("epoch", "part", "prompt_id", "negative_rank", "negative_id", "gamma", "q", "n_dispreferred")
 
 
 def build_groups(table: pd.DataFrame) -> pd.DataFrame:
@@ -62,34 +65,49 @@ def build_groups(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def draw_epoch_negatives(
-    groups: pd.DataFrame, *, rule: str, schedule: GammaSchedule, n_epochs: int, seed: int
+    groups: pd.DataFrame, *, rule: str, schedule: GammaSchedule, n_epochs: int, seed: int, updates_per_epoch: int = 1
 ) -> pd.DataFrame:
     """Draw one dispreferred response per group per epoch.
 
-    Returns one row per (epoch, group): ``epoch``, ``prompt_id``, ``negative_rank`` (position in the ranked
-    group: 0 is the preferred response, so 1 is the hardest negative), ``negative_id``, ``gamma`` (the schedule's value for that epoch), ``q`` (the
-    probability the negative had under q_gamma; for baseline rules, that of the hardness distribution
-    at this gamma, for comparison) and ``n_dispreferred``.
+    With ``updates_per_epoch = k > 1`` each epoch's groups are split (a seeded permutation, near-equal
+    sizes) into ``k`` parts that the trainer runs one after the other; part ``p`` of epoch ``e`` draws at
+    ``schedule.value(e * k + p, n_epochs * k)``, so the schedule advances within an epoch by training
+    progress (``k = 1`` is one gamma per epoch, :func:`hps_core.sampling.epoch_gamma`).
+
+    Returns one row per (epoch, group), in group order within an epoch: ``epoch``, ``part``,
+    ``prompt_id``, ``negative_rank`` (position in the ranked group: 0 is the preferred response, so 1 is
+    the hardest negative), ``negative_id``, ``gamma`` (the schedule's value the negative was drawn at),
+    ``q`` (the probability the negative had under q_gamma; for baseline rules, that of the hardness
+    distribution at this gamma, for comparison) and ``n_dispreferred``.
     """
+    if int(updates_per_epoch) < 1:
+        raise ValueError(f"updates_per_epoch must be >= 1, got {updates_per_epoch}")
+    k = int(updates_per_epoch)
     rows = []
     for epoch in range(n_epochs):
-        gamma = float(epoch_gamma(schedule, epoch, n_epochs))
         rng = np.random.default_rng([seed, epoch])
-        for group in groups.itertuples(index=False):
+        part = np.zeros(len(groups), dtype=int)
+        if k > 1:  # its own generator, so k = 1 draws exactly what it always drew
+            order = np.random.default_rng([seed, epoch, 1]).permutation(len(groups))
+            part[order] = np.arange(len(groups)) * k // max(len(groups), 1)
+        gammas = [float(schedule.value(epoch * k + p, n_epochs * k)) for p in range(k)]
+        for group, p in zip(groups.itertuples(index=False), part):
+            gamma = gammas[p]
             dispreferred_scores = np.asarray(group.scores[1:], dtype=np.float64)
-            k = select_negative(rule, dispreferred_scores, rng, gamma=gamma)
+            choice = select_negative(rule, dispreferred_scores, rng, gamma=gamma)
             rows.append(
                 {
                     "epoch": epoch,
+                    "part": int(p),
                     "prompt_id": group.prompt_id,
-                    "negative_rank": k + 1,
-                    "negative_id": group.response_ids[k + 1],
+                    "negative_rank": choice + 1,
+                    "negative_id": group.response_ids[choice + 1],
                     "gamma": gamma,
-                    "q": float(hardness_probs(dispreferred_scores, gamma)[k]),
+                    "q": float(hardness_probs(dispreferred_scores, gamma)[choice]),
                     "n_dispreferred": len(dispreferred_scores),
                 }
             )
-    return pd.DataFrame.from_records(rows)
+    return pd.DataFrame.from_records(rows, columns=list(NEGATIVE_COLUMNS))
 
 
 def group_stats(groups: pd.DataFrame, negatives: pd.DataFrame) -> dict[str, float]:

@@ -1,6 +1,12 @@
-"""Digests that tie every model version back to the raw data bytes (DESIGN.md section 6).
+"""Digests that tie every model version back to the raw data bytes (DESIGN.md section 6), and the
+lineage record each registered version carries.
 
 MLflow's own dataset hash covers only the first rows and skips list columns, so we hash what we need.
+The record (``lineage.json``, logged with the run behind each model version) holds what tags cannot:
+every raw file's full path and sha256 (tags are length-limited), the contract statistics and the paths of
+the intermediate tables. The walk over it lives in :mod:`hps_core.lineage_walk`. Run as::
+
+    python -m hps_core.lineage models:/hps-policy@champion [--json] [--verify] [--tracking-uri URI]
 """
 
 from __future__ import annotations
@@ -41,3 +47,49 @@ def code_version(repo_dir: str | Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}+dirty" if dirty else commit
+
+
+RECORD_SCHEMA = "hps-lineage/1"
+RECORD_FILE = "lineage.json"
+
+
+def lineage_record(tags: dict[str, str], *, validation: dict[str, Any] | None = None,
+                   groups: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """The lineage record of one model version: the flow's lineage tags, the raw files (path, sha256,
+    size), the canonical table, the contract result and the groups, plus ``extra`` (method, parent
+    version, MLflow parent run). Missing parts are recorded as None, never guessed."""
+    validation, groups = validation or {}, groups or {}
+    raw_files = []
+    for path, digest in sorted((validation.get("raw_files") or {}).items()):
+        size = Path(path).stat().st_size if Path(path).is_file() else None
+        raw_files.append({"path": str(path), "sha256": digest, "bytes": size})
+    contract = validation.get("contract") or {}
+    return {
+        "schema": RECORD_SCHEMA,
+        "metaflow_pathspec": tags.get("metaflow.pathspec"),
+        "git_commit": tags.get("git_commit"),
+        "config_digest": tags.get("config_digest"),
+        "raw_files": raw_files,
+        "canonical": {"sha256": validation.get("canonical_digest", tags.get("canonical_digest")),
+                      "path": validation.get("canonical_path"),
+                      "rows": _int_or_none((validation.get("counts") or {}).get("rows"))},
+        "contract": {"suites": contract.get("suites"), "result": tags.get("contract_result"),
+                     "success": contract.get("success"), "statistics": contract.get("statistics")},
+        "groups": {"digest": groups.get("groups_digest", tags.get("groups_digest")),
+                   "path": groups.get("groups_path"), "negatives_path": groups.get("negatives_path")},
+        "base_model": tags.get("base_model"),
+        "reward_model": tags.get("reward_model"),
+        **extra,
+    }
+
+
+def _int_or_none(x: Any) -> int | None:
+    return None if x is None else int(x)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from hps_core.lineage_walk import main
+
+    sys.exit(main())

@@ -46,35 +46,38 @@ class StepContext:
 
 
 def validate(ctx: StepContext) -> dict[str, Any]:
-    """Raw data -> canonical table -> data contracts. Raises ContractViolation (after logging the report)
-    so nothing downstream runs on data that broke a contract."""
-    from data_contracts import require_valid, validate_canonical
+    """Raw data -> canonical table -> data contracts. On a violation, ``data.on_invalid = "fail"`` raises
+    ContractViolation (after logging the report) so nothing downstream runs on data that broke a contract;
+    ``"quarantine"`` removes the failing rows/groups (kept in contracts/quarantine.parquet, counted) and
+    goes on if at least ``data.min_keep_fraction`` of the rows remain."""
+    from data_contracts import ContractViolation, enforce_contracts
     from hps_core.data import load_canonical, table_digest
+    from hps_core.data.validation import card_markdown, contract_bounds, write_and_log
 
     data_cfg = ctx.cfg.data
     raw = load_canonical(data_cfg, ctx.cfg.run.seed, ctx.path("data"))
     with ctx.child("validate") as run_id:
-        report = validate_canonical(
-            raw.table, max_prompt_chars=data_cfg.max_prompt_chars, max_response_chars=data_cfg.max_response_chars
-        )
-        ctx.tracker.log_dict(run_id, report.to_dict(), "contracts/validation_result.json")
-        ctx.tracker.log_text(run_id, report.to_markdown(), "contracts/validation_report.md")
-        counts = {
-            "rows": float(len(raw.table)),
-            "prompts": float(raw.table["prompt_id"].nunique()),
-            "contract_failures": float(len(report.failures)),
-        }
-        ctx.tracker.log_metrics(run_id, counts)
-        require_valid(report)
+        try:
+            outcome = enforce_contracts(raw.table, on_invalid=data_cfg.on_invalid,
+                                        min_keep_fraction=data_cfg.min_keep_fraction, **contract_bounds(data_cfg))
+        except ContractViolation as err:
+            counts = {"rows_read": float(len(raw.table)), "contract_failures": float(len(err.report.failures))}
+            write_and_log(ctx.tracker, run_id, ctx.run_dir / "contracts", err.report, counts, raw.load_report)
+            raise
+        paths = write_and_log(ctx.tracker, run_id, ctx.run_dir / "contracts", outcome.report,
+                              outcome.counts, raw.load_report, outcome.quarantined)
+    report, table = outcome.report, outcome.table
     canonical_path = ctx.path("data", "canonical.parquet")
-    raw.table.to_parquet(canonical_path, index=False)
+    table.to_parquet(canonical_path, index=False)
     return {
         "canonical_path": str(canonical_path),
         "raw_files": raw.raw_files,
-        "canonical_digest": table_digest(raw.table),
-        "contract": {"success": report.success, "suites": report.suites, "statistics": report.statistics},
-        "counts": counts,
-        "report_markdown": report.to_markdown(),
+        "canonical_digest": table_digest(table),
+        "contract": {"success": report.success, "suites": report.suites, "statistics": report.statistics,
+                     "quarantined": bool(len(outcome.quarantined))},
+        "counts": outcome.counts,
+        "contract_files": paths,
+        "report_markdown": card_markdown(report, outcome.counts, raw.load_report),
     }
 
 
@@ -90,10 +93,11 @@ def build_groups(ctx: StepContext, canonical_path: str) -> dict[str, Any]:
     _, preference_model = parse_method(cfg.hps.method)
     rule = {"hps": "hps", "bt": cfg.hps.bt_negative_rule, "pl": None}[preference_model]
     train = groups[groups["split"] == "train"].reset_index(drop=True)
-    negatives = pd.DataFrame(columns=["epoch", "prompt_id", "negative_rank", "negative_id", "gamma", "q", "n_dispreferred"])
+    negatives = pd.DataFrame(columns=list(G.NEGATIVE_COLUMNS))
     if rule is not None:
         negatives = G.draw_epoch_negatives(
-            train, rule=rule, schedule=gamma_schedule(cfg), n_epochs=cfg.hps.epochs, seed=cfg.run.seed
+            train, rule=rule, schedule=gamma_schedule(cfg), n_epochs=cfg.hps.epochs, seed=cfg.run.seed,
+            updates_per_epoch=cfg.hps.gamma_updates_per_epoch,
         )
     groups_path, negatives_path = ctx.path("groups", "groups.parquet"), ctx.path("groups", "negatives.parquet")
     groups.to_parquet(groups_path, index=False)
@@ -175,9 +179,6 @@ def train_hps(ctx: StepContext, groups_path: str, negatives_path: str, sft_dir: 
             seed=ctx.cfg.run.seed, cache_dir=ctx.cache_dir / "reference", log_fn=ctx.metric_logger(run_id, ""),
             checkpoint_dir=ctx.path("checkpoints", "hps"),
         )
-        if len(negatives):
-            for epoch, gamma in negatives.groupby("epoch")["gamma"].first().items():
-                ctx.tracker.log_metrics(run_id, {"gamma": float(gamma)}, step=int(epoch))
     return {"model_dir": str(out), "metrics": metrics}
 
 
@@ -190,42 +191,13 @@ def evaluate(ctx: StepContext, groups_path: str, sft_dir: str, hps_dir: str, rew
     return run_evaluation(ctx, pd.read_parquet(groups_path), sft_dir, hps_dir, reward_dir)
 
 
-def register(ctx: StepContext, sft_dir: str, hps_dir: str, metrics: dict[str, dict[str, float]], lineage: dict[str, str]) -> dict[str, Any]:
-    """Both checkpoints become model versions with their metrics and lineage tags; the new HPS version
-    gets the configured alias (``challenger``).
+def register(ctx: StepContext, sft_dir: str, hps_dir: str, metrics: dict[str, dict[str, float]], lineage: dict[str, str],
+             validation: dict[str, Any] | None = None, groups: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Both checkpoints become model versions with metrics, lineage tags, datasets, ``lineage.json`` and a
+    model card; the new HPS version gets ``challenger``, and ``champion`` if the promotion gate passes
+    (``hps_core.registry``; aliases move last, so a failure leaves them where they were)."""
+    from hps_core.registry import register_models
 
-    Each version is registered from its own child run: MLflow's compare-versions page shows the metrics
-    of each version's run, so two versions from one run would show the same numbers."""
-    reg = ctx.cfg.register
-    with ctx.child("register-sft") as run_id:
-        ctx.tracker.log_params(run_id, {"config": ctx.cfg.to_dict()})
-        sft = ctx.tracker.register_hf_model(
-            run_id, sft_dir, reg.sft_name, metrics=metrics["sft"], tags={**lineage, "stage": "sft"},
-            description=model_description("SFT", ctx.cfg, metrics["sft"], lineage),
-        )
-    with ctx.child("register-hps") as run_id:
-        ctx.tracker.log_params(run_id, {"config": ctx.cfg.to_dict()})
-        hps = ctx.tracker.register_hf_model(
-            run_id, hps_dir, reg.policy_name, metrics=metrics["hps"],
-            tags={**lineage, "stage": "preference", "method": ctx.cfg.hps.method, "parent_version": sft.model_uri},
-            description=model_description(ctx.cfg.hps.method, ctx.cfg, metrics["hps"], lineage),
-        )
-        ctx.tracker.set_alias(reg.policy_name, reg.alias, hps.version)
-    return {"sft": sft.model_uri, "hps": hps.model_uri, "alias": f"models:/{reg.policy_name}@{reg.alias}"}
-
-
-def model_description(what: str, cfg: PipelineConfig, metrics: dict[str, float], lineage: dict[str, str]) -> str:
-    keys = ("reward_mean", "harmful_rate", "margin_hardest", "margin_mean", "win_rate_vs_sft")
-    lines = [
-        f"{what} policy trained by the HPS pipeline from base model `{cfg.model.base}` on `{cfg.data.source}` data.",
-        "",
-        "| metric | value | 95% CI |",
-        "|---|---|---|",
-    ]
-    for k in keys:
-        if k in metrics:
-            lines.append(f"| {k} | {metrics[k]:.4f} | [{metrics.get(k + '_ci_low', float('nan')):.4f}, {metrics.get(k + '_ci_high', float('nan')):.4f}] |")
-    lines += ["", f"Metaflow run: `{lineage.get('metaflow.pathspec', '?')}`; git commit `{lineage.get('git_commit', '?')}`."]
-    return "\n".join(lines)
+    return register_models(ctx, sft_dir, hps_dir, metrics, lineage, validation=validation, groups=groups)
 
 

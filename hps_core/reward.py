@@ -1,8 +1,10 @@
 """Reward model: score (prompt, response) pairs, and train a Bradley-Terry one when none is configured.
 
-One scoring function for every use (evaluating generations, annotating unscored data): a configured
-hub/local sequence-classification model gets its own chat template when the tokenizer has one; the flow-
-trained tiny reward model uses the project's prompt format.
+One scoring function for every use (evaluating generations, annotating unscored data with
+:func:`annotate_scores`): a configured hub/local sequence-classification model gets its own chat template
+when the tokenizer has one; the flow-trained tiny reward model uses the project's prompt format.
+Multi-objective heads are reduced to one score by ``reward_model.head_reduction``
+(:func:`reduce_heads`); sequences cut to ``model.max_length`` are counted (:meth:`RewardScorer.truncation_metrics`).
 """
 
 from __future__ import annotations
@@ -16,32 +18,76 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hps_core.config import ModelConfig, RewardModelConfig
+from hps_core.eval_specs import parse_head_reduction
 from hps_core.models import load_reward_model
 from hps_core.train.batching import Encoded, Encoder, collate
 from hps_core.train.checkpoint import save_model_atomic
 from hps_core.train.loop import LogFn, LoopSettings, train_loop
 
 
-class RewardScorer:
-    """Scores (prompt, response) pairs with a sequence-classification model (head size 1)."""
+def reduce_heads(heads: torch.Tensor, spec: str) -> torch.Tensor:
+    """One score per row from a ``[batch, heads]`` reward output (see ``hps_core.eval_specs``).
 
-    def __init__(self, model, tokenizer, model_cfg: ModelConfig, batch_size: int = 32):
+    >>> reduce_heads(torch.tensor([[1.0, 3.0], [2.0, 0.0]]), "mean")
+    tensor([2., 1.])
+    """
+    kind, args = parse_head_reduction(spec)
+    heads = heads.float().reshape(heads.shape[0], -1)
+    n = heads.shape[1]
+    if kind == "first":
+        return heads[:, 0]
+    if kind == "mean":
+        return heads.mean(dim=1)
+    if kind == "sum":
+        return heads.sum(dim=1)
+    if kind == "index":
+        k = int(args[0])
+        if k >= n:
+            raise ValueError(f"reward_model.head_reduction = {spec!r} but the reward model has {n} head(s) (0..{n - 1})")
+        return heads[:, k]
+    if len(args) != n:
+        raise ValueError(f"reward_model.head_reduction = {spec!r} gives {len(args)} weights for {n} heads; give one per head")
+    return heads @ torch.tensor(args, dtype=heads.dtype, device=heads.device)
+
+
+class RewardScorer:
+    """Scores (prompt, response) pairs with a sequence-classification model, one score per pair."""
+
+    def __init__(
+        self, model, tokenizer, model_cfg: ModelConfig, batch_size: int = 32, *,
+        head_output: str = "logits", head_reduction: str = "first",
+    ):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.head_output, self.head_reduction = head_output, head_reduction
+        parse_head_reduction(head_reduction)  # fail at construction, not after the first batch
         self.encoder = Encoder(tokenizer, model_cfg.max_prompt_tokens, model_cfg.max_length)
         self.use_chat_template = bool(getattr(tokenizer, "chat_template", None))
 
     @classmethod
-    def load(cls, path: str, model_cfg: ModelConfig, batch_size: int = 32) -> "RewardScorer":
+    def load(
+        cls, path: str, model_cfg: ModelConfig, batch_size: int = 32, reward_cfg: RewardModelConfig | None = None
+    ) -> "RewardScorer":
+        reward_cfg = reward_cfg or RewardModelConfig()
         model, tokenizer = load_reward_model(path, trust_remote_code=model_cfg.trust_remote_code)
         model.eval()
-        return cls(model, tokenizer, model_cfg, batch_size)
+        return cls(
+            model, tokenizer, model_cfg, batch_size,
+            head_output=reward_cfg.head_output, head_reduction=reward_cfg.head_reduction,
+        )
+
+    def truncation_metrics(self) -> dict[str, float]:
+        """``reward_model/truncated_prompts``, ``reward_model/truncated_responses``, ``reward_model/examples``
+        over every pair this scorer encoded (scores of truncated pairs judge only what the model saw)."""
+        return self.encoder.counter.as_metrics("reward_model")
 
     def encode(self, prompt: str, response: str) -> Encoded:
         if not self.use_chat_template:
             return self.encoder.encode(prompt, response)
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-        ids = self.tokenizer.apply_chat_template(messages, tokenize=True)
-        ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+        # Render to text, then tokenise without extra specials: the template places its own BOS, and
+        # tokenize=True returns a BatchEncoding (not a list) in transformers 5.
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False)
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         self.encoder.counter.total += 1
         if len(ids) > self.encoder.max_length:  # keep the end: the response is what gets scored
             self.encoder.counter.responses += 1
@@ -51,10 +97,14 @@ class RewardScorer:
     def forward(self, encoded: list[Encoded]) -> torch.Tensor:
         batch = collate(encoded, self.tokenizer.pad_token_id)
         device = next(self.model.parameters()).device
-        logits = self.model(
-            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-        ).logits
-        return logits[:, 0].float()  # multi-objective heads: the first output is the overall reward
+        output = self.model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+        heads = getattr(output, self.head_output, None)
+        if heads is None:
+            raise ValueError(
+                f"the reward model's output has no field {self.head_output!r} (reward_model.head_output); "
+                f"it has: {', '.join(k for k in output.keys())}"
+            )
+        return reduce_heads(heads, self.head_reduction)
 
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str], desc: str = "reward scoring") -> np.ndarray:
@@ -65,6 +115,25 @@ class RewardScorer:
             idx = order[start : start + self.batch_size]
             scores[idx] = self.forward([encoded[i] for i in idx]).cpu().numpy()
         return scores
+
+
+def annotate_scores(table: pd.DataFrame, scorer: RewardScorer, *, desc: str = "reward annotation") -> pd.DataFrame:
+    """Score every (prompt, response) row of a canonical table with the reward model.
+
+    For datasets that arrive without scores: returns a copy whose ``score`` is the reward model's and whose
+    ``label_source`` is ``"rm"``; every row is rescored (mixing the model's scores with other labels
+    inside one group would rank responses on two scales). Truncation is counted on ``scorer``.
+    """
+    missing = [c for c in ("prompt", "response") if c not in table.columns]
+    if missing:
+        raise ValueError(f"annotate_scores needs columns 'prompt' and 'response'; missing {missing}")
+    out = table.copy()
+    if len(out):
+        out["score"] = scorer.score(out["prompt"].astype(str).tolist(), out["response"].astype(str).tolist(), desc=desc)
+    else:
+        out["score"] = pd.Series(dtype="float64")
+    out["label_source"] = pd.Series(["rm"] * len(out), index=out.index, dtype="string")
+    return out
 
 
 def preference_pairs(groups: pd.DataFrame, per_group: int, rng: np.random.Generator) -> list[tuple[int, int, int]]:
@@ -136,4 +205,5 @@ def train_reward_model(
     save_model_atomic(model, tokenizer, out_dir)
     heldout = groups[groups["split"] == "eval"]
     accuracy = pairwise_accuracy(scorer, heldout) if len(heldout) else float("nan")
-    return {**metrics, "reward_model/heldout_pairwise_accuracy": accuracy}
+    # Truncation over every pair encoded for training and for the held-out accuracy.
+    return {**metrics, **scorer.truncation_metrics(), "reward_model/heldout_pairwise_accuracy": accuracy}

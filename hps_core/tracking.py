@@ -18,6 +18,11 @@ up to 5.17 only (we run 5.23), and it wraps a pipeline/task we do not need; pyfu
 Metrics given at registration go to the logged model (``LoggedModel.metrics``; linked to the run too)
 and are mirrored as ``metric.<name>`` tags on the version: MLflow 3.17's OSS ``ModelVersion`` carries no
 metrics (``get_model_version(...).metrics`` is None), so tags are what the registry page shows.
+
+Datasets (``log_file_dataset``, ``log_table_dataset``) are run inputs whose MLflow digest is the first 36
+hex digits of our sha256 (MLflow's column limit); the full digest and path ride along as input tags.
+``MlflowReader`` is the read-only side (model versions, runs, step runs, JSON artifacts) used by the
+lineage walk (``python -m hps_core.lineage``); it creates nothing on the server.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ log = logging.getLogger(__name__)
 PARENT_RUN_TAG = "mlflow.parentRunId"
 MAX_KEY_LEN, MAX_PARAM_LEN, MAX_TAG_LEN = 250, 6000, 8000  # mlflow.utils.validation limits
 PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000
+DATASET_DIGEST_LEN, MAX_INPUT_TAG_LEN = 36, 500  # MLflow's dataset digest column and input tag limits
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 MODEL_TYPE = "hf-causal-lm"
 HF_ARTIFACT = "hf_model"  # the HF directory sits at <model>/artifacts/hf_model
@@ -185,7 +191,13 @@ class Tracker(Protocol):
                           metrics: Mapping[str, float], tags: Mapping[str, Any], description: str,
                           params: Mapping[str, Any] | None = None) -> RegisteredVersion: ...
     def set_alias(self, name: str, alias: str, version: int | str) -> None: ...
+    def delete_alias(self, name: str, alias: str) -> None: ...
     def get_version_by_alias(self, name: str, alias: str) -> RegisteredVersion | None: ...
+    def version_metrics(self, version: RegisteredVersion) -> dict[str, float]: ...
+    def log_file_dataset(self, run_id: str, path: str | Path, sha256: str, *, name: str,
+                         context: str) -> None: ...
+    def log_table_dataset(self, run_id: str, table: Any, *, name: str, sha256: str, source: str,
+                          context: str) -> None: ...
 
 
 class NullTracker:
@@ -197,6 +209,7 @@ class NullTracker:
         self._n = 0
         self._aliases: dict[tuple[str, str], RegisteredVersion] = {}
         self._versions: dict[str, int] = {}
+        self._metrics: dict[str, dict[str, float]] = {}  # model URI -> metrics given at registration
 
     def _id(self) -> str:
         self._n += 1
@@ -216,11 +229,13 @@ class NullTracker:
         return None
 
     finish_run = log_metrics = log_artifact = log_dict = log_figure = log_text = set_tags = _noop
+    log_file_dataset = log_table_dataset = _noop
 
     def register_hf_model(self, run_id, model_dir, registered_name, *, metrics, tags, description,
                           params=None):
         check_hf_model_dir(model_dir)
         version = self._versions[registered_name] = self._versions.get(registered_name, 0) + 1
+        self._metrics[f"models:/{registered_name}/{version}"] = {k: float(v) for k, v in metrics.items()}
         return RegisteredVersion(registered_name, version, f"models:/{registered_name}/{version}",
                                  None, run_id)
 
@@ -228,8 +243,14 @@ class NullTracker:
         self._aliases[(name, alias)] = RegisteredVersion(name, int(version), f"models:/{name}/{version}",
                                                          None, None)
 
+    def delete_alias(self, name, alias):
+        self._aliases.pop((name, alias), None)
+
     def get_version_by_alias(self, name, alias):
         return self._aliases.get((name, alias))
+
+    def version_metrics(self, version):
+        return dict(self._metrics.get(version.model_uri, {}))
 
 
 class MlflowTracker:
@@ -428,6 +449,42 @@ class MlflowTracker:
         with self._guard(f"set alias {alias!r} on {name} v{version}"):
             self.client.set_registered_model_alias(name, alias, str(version))
 
+    def delete_alias(self, name: str, alias: str) -> None:
+        with self._guard(f"delete alias {alias!r} of {name}"):
+            self.client.delete_registered_model_alias(name, alias)
+
+    def version_metrics(self, version: RegisteredVersion) -> dict[str, float]:
+        """Full-precision metrics of a version: its logged model's, else its ``metric.*`` tags."""
+        with self._guard(f"read metrics of {version.model_uri}"):
+            return _version_metrics(self.client, version.name, version.version)
+
+    # datasets: MLflow stores at most 36 characters of digest, so it gets the first 36 hex digits of
+    # our sha256 and the input tags carry the full one (and, for files, the path) for the lineage walk.
+    def log_file_dataset(self, run_id: str, path: str | Path, sha256: str, *, name: str,
+                         context: str) -> None:
+        """A raw file as a dataset input of ``run_id`` (metadata only: source path + our digest)."""
+        from mlflow.data.meta_dataset import MetaDataset
+
+        dataset = MetaDataset(_dataset_source(str(path)), name=name, digest=sha256[:DATASET_DIGEST_LEN])
+        self._log_dataset(run_id, dataset, context, {"sha256": sha256, "path": str(path)})
+
+    def log_table_dataset(self, run_id: str, table: Any, *, name: str, sha256: str, source: str,
+                          context: str) -> None:
+        """A pandas table as a dataset input (schema and row count shown in the UI), digest ours."""
+        import mlflow.data
+
+        dataset = mlflow.data.from_pandas(table, source=_dataset_source(source), name=name,
+                                          digest=sha256[:DATASET_DIGEST_LEN])
+        self._log_dataset(run_id, dataset, context, {"sha256": sha256, "path": source})
+
+    def _log_dataset(self, run_id: str, dataset: Any, context: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import DatasetInput, InputTag
+
+        input_tags = [InputTag("mlflow.data.context", context)]
+        input_tags += [InputTag(f"hps.{k}", str(v)[:MAX_INPUT_TAG_LEN]) for k, v in tags.items()]
+        with self._guard(f"log dataset {dataset.name!r}"):
+            self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), input_tags)])
+
     def get_version_by_alias(self, name: str, alias: str) -> RegisteredVersion | None:
         from mlflow.exceptions import MlflowException
 
@@ -452,3 +509,97 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def _str_dict(d: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in (d or {}).items()}
+
+
+def _dataset_source(path: str) -> Any:
+    """A local-path dataset source; MLflow's resolver warns that two registered source types both fit."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
+        return resolve_dataset_source(path)
+
+
+def _version_metrics(client: Any, name: str, version: int | str) -> dict[str, float]:
+    mv = client.get_model_version(name, str(version))
+    if getattr(mv, "model_id", None):
+        metrics = client.get_logged_model(mv.model_id).metrics or []
+        if metrics:
+            return {m.key: float(m.value) for m in metrics}
+    return {k[len("metric."):]: float(v) for k, v in (mv.tags or {}).items() if k.startswith("metric.")}
+
+
+def parse_model_uri(uri: str) -> tuple[str, str, str]:
+    """``models:/<name>/<version>`` -> (name, "version", version); ``models:/<name>@<alias>`` ->
+    (name, "alias", alias). Anything else is a ValueError that shows both forms."""
+    body = uri[len("models:/"):] if uri.startswith("models:/") else ""
+    if "@" in body and "/" not in body:
+        name, alias = body.split("@", 1)
+        if name and alias:
+            return name, "alias", alias
+    elif body.count("/") == 1:
+        name, version = body.split("/")
+        if name and version.isdigit():
+            return name, "version", version
+    raise ValueError(f"{uri!r} is not a registered model URI; use models:/<name>/<version> "
+                     "(models:/hps-policy/3) or models:/<name>@<alias> (models:/hps-policy@champion)")
+
+
+class MlflowReader:
+    """Read-only views of registry entries and runs, as plain dicts, for the lineage walk. Creates
+    nothing (no experiment, no run) and leaves the process-wide tracking URI alone."""
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        import mlflow
+
+        for name in ("mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        self.tracking_uri = tracking_uri or resolve_tracking_uri()
+        MlflowTracker._check_reachable(self)  # type: ignore[arg-type]  # same fail-fast probe
+        self.client = mlflow.MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
+
+    _guard = MlflowTracker._guard
+
+    def model_version(self, uri: str) -> dict[str, Any]:
+        name, kind, ref = parse_model_uri(uri)
+        with self._guard(f"resolve {uri}"):
+            mv = (self.client.get_model_version_by_alias(name, ref) if kind == "alias"
+                  else self.client.get_model_version(name, ref))
+            aliases = [a for a, v in (self.client.get_registered_model(name).aliases or {}).items()
+                       if str(v) == str(mv.version)]
+            metrics = _version_metrics(self.client, name, mv.version)
+        return {"uri": f"models:/{name}/{mv.version}", "name": name, "version": int(mv.version),
+                "aliases": sorted(aliases), "run_id": mv.run_id, "model_id": getattr(mv, "model_id", None),
+                "source": mv.source, "status": mv.status, "tags": dict(mv.tags or {}),
+                "description": mv.description or "", "metrics": metrics}
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        with self._guard(f"read run {run_id}"):
+            run = self.client.get_run(run_id)
+        datasets = []
+        for di in (run.inputs.dataset_inputs if run.inputs else None) or []:
+            tags = {t.key: t.value for t in di.tags or []}
+            datasets.append({"name": di.dataset.name, "digest": di.dataset.digest,
+                             "source": di.dataset.source, "context": tags.get("mlflow.data.context"),
+                             "sha256": tags.get("hps.sha256"), "path": tags.get("hps.path")})
+        return {"run_id": run_id, "name": run.info.run_name, "status": run.info.status,
+                "experiment_id": run.info.experiment_id, "params": dict(run.data.params),
+                "metrics": dict(run.data.metrics), "tags": dict(run.data.tags), "datasets": datasets}
+
+    def child_runs(self, parent_run_id: str, experiment_id: str) -> dict[str, str]:
+        """Run name -> id of the runs whose parent is ``parent_run_id`` (the flow's step runs)."""
+        with self._guard(f"list child runs of {parent_run_id}"):
+            runs = self.client.search_runs([experiment_id], f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'",
+                                           max_results=1000)
+        return {r.info.run_name: r.info.run_id for r in runs}
+
+    def run_json(self, run_id: str, artifact_path: str) -> Any | None:
+        """A JSON artifact of a run, or None when the run has no such artifact."""
+        from mlflow.exceptions import MlflowException
+
+        with tempfile.TemporaryDirectory(prefix="hps-lineage-") as tmp:
+            try:
+                local = self.client.download_artifacts(run_id, artifact_path, tmp)
+            except (MlflowException, OSError):
+                return None
+            return json.loads(Path(local).read_text())

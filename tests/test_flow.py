@@ -48,6 +48,22 @@ def test_default_flow_registers_both_models(tmp_path, mlflow_server_uri, hps_cac
         assert version.tags["metaflow.pathspec"] == run.pathspec
         assert version.tags["canonical_digest"] and version.tags["groups_digest"]
     assert "margin_hardest" not in {m.key for m in client.get_logged_model(sft.source.removeprefix("models:/")).metrics}
+
+    # The evaluate run holds every metric with its interval, and the per-example table reproduces the margins.
+    from hps_core.evaluate import check_margins_match
+
+    parent = run["start"].task.data.mlflow_parent_run_id
+    (evaluate_run,) = client.search_runs(
+        [client.get_run(parent).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent}' and tags.mlflow.runName = 'evaluate'",
+    )
+    logged = evaluate_run.data.metrics
+    for policy in ("sft", "hps"):
+        for name in ("reward_mean", "reward_best_of_k", "harmful_rate", "bleu", "bleu_char"):
+            for suffix in ("", "_ci_low", "_ci_high", "_n"):
+                assert f"{policy}/{name}{suffix}" in logged, f"{policy}/{name}{suffix}"
+    table = client.download_artifacts(evaluate_run.info.run_id, "eval/implicit_rewards.parquet", str(tmp_path))
+    assert check_margins_match(table, logged) >= 3
     # Nothing was written outside the run's cwd and the configured cache.
     assert (tmp_path / ".hps" / "runs" / run.id / "models" / "hps" / "model.safetensors").is_file()
     assert f"mlflow_run:{run['start'].task.data.mlflow_parent_run_id}" in run.user_tags

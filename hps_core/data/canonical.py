@@ -3,11 +3,21 @@
 Columns (DESIGN.md section 4): ``prompt_id`` (stable hash of the prompt text), ``prompt``, ``response_id``,
 ``response``, ``score``, ``is_harmful`` (nullable bool), ``label_source`` (human | ai | rm), ``source``
 (dataset name and raw-file digest), ``split`` (train | eval, by a hash of the prompt id).
+
+Optional column ``origin`` (``file:line`` or ``file: row n`` of every raw record a row came from) lets a
+contract report point at the raw data; it is not part of the content digest (moving a line within the
+file does not change the data).
+
+Prompts are text. A chat prompt of one user message is that message's text; a longer conversation is
+stored as its JSON message list (``[{"role": ..., "content": ...}, ...]``), see :func:`chat_prompt`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +33,7 @@ COLUMNS = (
     "source",
     "split",
 )
+OPTIONAL_COLUMNS = ("origin",)
 
 
 def prompt_id(prompt: str) -> str:
@@ -59,6 +70,7 @@ _DTYPES = {
     "label_source": "string",
     "source": "string",
     "split": "string",
+    "origin": "string",
 }
 
 
@@ -67,7 +79,50 @@ def normalise_dtypes(table: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"canonical table is missing columns {missing}")
-    return table.loc[:, list(COLUMNS)].astype(_DTYPES).reset_index(drop=True)
+    cols = list(COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in table.columns]
+    return table.loc[:, cols].astype({c: _DTYPES.get(c, "string") for c in cols}).reset_index(drop=True)
+
+
+def chat_prompt(messages: list[dict[str, Any]]) -> str:
+    """Prompt text of a chat message list: one user message is its content, longer conversations their
+    JSON (so the prompt id of a conversation covers every turn and role)."""
+    if len(messages) == 1 and messages[0].get("role") == "user":
+        return str(messages[0].get("content", ""))
+    return json.dumps([{"role": m.get("role"), "content": m.get("content")} for m in messages], ensure_ascii=False)
+
+
+def make_row(prompt: str, response: str, score: float, *, is_harmful: bool | None, label_source: str,
+             source: str, origin: str) -> dict[str, Any]:
+    """One canonical row; ids are content hashes, so the same prompt/response always gets the same ids."""
+    pid = prompt_id(prompt)
+    return {"prompt_id": pid, "prompt": prompt, "response_id": response_id(pid, response), "response": response,
+            "score": score, "is_harmful": is_harmful, "label_source": label_source, "source": source,
+            "origin": origin}
+
+
+def build_table(rows: Iterable[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
+    """Canonical table from adapter rows, with repeats of the same (prompt, response) merged into one row.
+
+    Pairwise data repeats a response whenever it was compared more than once (and whole records are
+    repeated in some public files); ids must stay unique, so a repeat becomes one row whose score is the
+    mean of its scores (for pairs: the share of comparisons it won), harmful if any occurrence says so,
+    and whose ``origin`` lists every raw record. Returns the table and how many rows were merged away.
+    """
+    table = pd.DataFrame(list(rows))
+    if table.empty:
+        return empty_table(), 0
+    n_merged = int(table.duplicated(["prompt_id", "response_id"]).sum())
+    if n_merged:
+        g = table.groupby(["prompt_id", "response_id"], sort=False)  # first-appearance order (ties rank by it)
+        harm = table["is_harmful"].map({True: 1.0, False: 0.0})
+        any_harm = harm.groupby([table["prompt_id"], table["response_id"]], sort=False).max()
+        merged = g.first()
+        merged["score"] = g["score"].mean()
+        merged["origin"] = g["origin"].agg(";".join)
+        merged["is_harmful"] = [None if pd.isna(h) else bool(h) for h in any_harm.reindex(merged.index)]
+        table = merged.reset_index()
+    table["split"] = ""
+    return normalise_dtypes(table), n_merged
 
 
 def table_digest(table: pd.DataFrame) -> str:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from hps_core.train.lora import unwrap
+
 
 def _backbone_and_head(model):
+    model = unwrap(model)  # a peft wrapper: its LoRA layers live inside the wrapped model, in place
     backbone = getattr(model, model.base_model_prefix, None)
     head = model.get_output_embeddings()
     if backbone is None or head is None:
@@ -19,7 +22,10 @@ def _backbone_and_head(model):
 
 
 def response_logps(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (sum of log-probs over response tokens, number of response tokens), one entry per row."""
+    """Return (sum of log-probs over response tokens, number of response tokens), one entry per row.
+
+    Sums are fp32 whatever the compute dtype (the log-softmax runs on fp32 logits).
+    """
     device = next(model.parameters()).device
     input_ids = batch["input_ids"].to(device)
     attention = batch["attention_mask"].to(device)

@@ -1,28 +1,74 @@
 """The one optimisation loop behind SFT, preference and reward-model training.
 
 The caller plans every micro-batch of the run up front (deterministic from the seed), so a resumed run
-replays exactly the batches an uninterrupted one would have seen. Each micro-batch's loss function
-returns a SUM over its examples; the loop divides by the examples of the whole optimizer step, which
-makes gradient accumulation exactly equivalent to one large batch.
+replays exactly the batches an uninterrupted one would have seen. The plan is either a flat list of
+micro-batches (grouped ``grad_accum_steps`` at a time) or a :class:`StepPlan` that says which
+micro-batches make each optimizer step (``split_steps``: plan the step's examples first, then cut them
+into micro-batches, so ``batch 8 x accum 1`` and ``batch 2 x accum 4`` see the same examples per step).
+Each micro-batch's loss function returns a SUM over its examples; the loop divides by the examples of
+the whole optimizer step, which makes gradient accumulation exactly equivalent to one large batch.
+
+Metrics per logging window, under TRL's names where TRL has one: the loss function's sums divided by the
+window's examples (``loss``, ``rewards/*``, ``logps/*``, ``gamma``), plus ``grad_norm`` (before
+clipping, last step of the window), ``lr`` (the rate the last step used), ``tokens_per_s`` (non-padding
+tokens over compute time: logging and checkpoint writes excluded) and ``step_time_s``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
-from hps_core.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from hps_core.train.checkpoint import (
+    CheckpointMismatch,
+    checkpoint_meta,
+    latest_checkpoint,
+    load_model_state,
+    load_trainer_state,
+    save_checkpoint,
+)
+from hps_core.train.model_setup import autocast_for
 
 # loss_fn(model, micro_batch) -> (loss summed over examples, n examples, metric sums, n tokens)
 LossFn = Callable[[Any, Any], tuple[torch.Tensor, int, dict[str, float], int]]
 LogFn = Callable[[dict[str, float], int], None]
+
+
+class StepPlan(list):
+    """A list of optimizer steps, each a list of micro-batches (see :func:`split_steps`)."""
+
+
+def split_steps(step_batches: Sequence[Sequence[Any]], micro_batch_size: int) -> StepPlan:
+    """Cut each optimizer step's examples into micro-batches of at most ``micro_batch_size``.
+
+    >>> split_steps([[0, 1, 2, 3, 4], [5, 6]], 2)
+    [[[0, 1], [2, 3], [4]], [[5, 6]]]
+    """
+    return StepPlan(
+        [list(b[i : i + micro_batch_size]) for i in range(0, len(b), micro_batch_size)] for b in step_batches
+    )
+
+
+def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup from 0, then cosine decay to 0 at ``total_steps``: the formula of transformers'
+    ``get_cosine_schedule_with_warmup``, written here because importing ``transformers.optimization``
+    pulls in its Trainer stack (and peft, when installed): seconds of import time for ten lines."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @dataclass(frozen=True)
@@ -37,6 +83,13 @@ class LoopSettings:
     description: str = "train"
 
 
+def _fingerprint(settings: LoopSettings, steps: list, extra: str) -> str:
+    """What must match for a checkpoint to be resumed: settings, the plan's shape, the caller's run key."""
+    shape = [[_n_examples(mb) for mb in step] for step in steps]
+    blob = json.dumps([asdict(settings) | {"log_every": 0, "description": ""}, shape, extra], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
 def train_loop(
     model,
     micro_batches: Sequence[Any],
@@ -45,10 +98,20 @@ def train_loop(
     *,
     log_fn: LogFn | None = None,
     checkpoint_dir: Path | None = None,
+    run_key: str = "",
 ) -> dict[str, float]:
-    """Run the planned micro-batches; return the last logged metrics plus run totals."""
-    accum = settings.grad_accum_steps
-    total_steps = math.ceil(len(micro_batches) / accum)
+    """Run the planned micro-batches; return the last logged metrics plus run totals.
+
+    With ``checkpoint_dir``, a checkpoint is written every ``settings.checkpoint_every`` optimizer steps and
+    the run resumes from the latest one found there, provided it was written by the same run (same
+    settings, same plan shape, same ``run_key``); a checkpoint of another run is an error, never reused.
+    """
+    if isinstance(micro_batches, StepPlan):
+        steps = [list(s) for s in micro_batches]
+    else:
+        accum = settings.grad_accum_steps
+        steps = [list(micro_batches[i : i + accum]) for i in range(0, len(micro_batches), accum)]
+    total_steps = len(steps)
     if total_steps == 0:
         raise ValueError(f"{settings.description}: no training batches; is the training split empty?")
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
@@ -57,24 +120,33 @@ def train_loop(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=settings.lr,
     )
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
+    scheduler = cosine_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
+    fingerprint = _fingerprint(settings, steps, run_key)
     start_step = 0
     if checkpoint_dir is not None and (ckpt := latest_checkpoint(checkpoint_dir)) is not None:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(ckpt / "model" / "model.safetensors"), strict=False)
+        found = checkpoint_meta(ckpt).get("fingerprint")
+        if found != fingerprint:
+            raise CheckpointMismatch(
+                f"{settings.description}: checkpoint {ckpt} was written by a different run (fingerprint {found}, "
+                f"this run {fingerprint}: other data, settings or seed). Delete {checkpoint_dir} to start "
+                "over, or point this run at another checkpoint directory."
+            )
+        load_model_state(ckpt, model)
         start_step = load_trainer_state(ckpt, optimizer, scheduler)
 
+    autocast = autocast_for(model)
     model.train()
     window: dict[str, float] = {}
-    window_n, window_tokens, window_start = 0, 0, time.perf_counter()
+    window_n, window_tokens, window_time, window_steps = 0, 0, 0.0, 0
     last: dict[str, float] = {}
     progress = tqdm(range(start_step, total_steps), desc=settings.description, initial=start_step, total=total_steps)
     for step in progress:
-        group = micro_batches[step * accum : (step + 1) * accum]
+        group = steps[step]
         n_step = sum(_n_examples(mb) for mb in group)
+        started = time.perf_counter()
         for mb in group:
-            loss_sum, n, metric_sums, n_tokens = loss_fn(model, mb)
+            with autocast():
+                loss_sum, n, metric_sums, n_tokens = loss_fn(model, mb)
             (loss_sum / n_step).backward()
             window_n += n
             window_tokens += n_tokens
@@ -82,25 +154,33 @@ def train_loop(
             for key, value in metric_sums.items():
                 window[key] = window.get(key, 0.0) + value
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (the scheduler moves it after)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        grad_norm = float(grad_norm)  # syncs the device, so the time below covers the whole step
+        window_time += time.perf_counter() - started
+        window_steps += 1
         done = step + 1
         if done % settings.log_every == 0 or done == total_steps:
-            elapsed = max(time.perf_counter() - window_start, 1e-9)
             last = {k: v / max(window_n, 1) for k, v in window.items()}
             last.update(
-                {"grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0], "tokens_per_s": window_tokens / elapsed}
+                {
+                    "grad_norm": grad_norm,
+                    "lr": lr,
+                    "tokens_per_s": window_tokens / max(window_time, 1e-9),
+                    "step_time_s": window_time / window_steps,
+                }
             )
             progress.set_postfix(loss=f"{last['loss']:.4f}")
             if log_fn is not None:
                 log_fn(last, done)
-            window, window_n, window_tokens, window_start = {}, 0, 0, time.perf_counter()
+            window, window_n, window_tokens, window_time, window_steps = {}, 0, 0, 0.0, 0
         if checkpoint_dir is not None and settings.checkpoint_every and done % settings.checkpoint_every == 0:
-            save_checkpoint(checkpoint_dir, model, optimizer, scheduler, done)
+            save_checkpoint(checkpoint_dir, model, optimizer, scheduler, done, {"fingerprint": fingerprint})
     progress.close()
     model.eval()
-    return {**last, "steps": float(total_steps)}
+    return {**last, "steps": float(total_steps), "resumed_from_step": float(start_step)}
 
 
 def _n_examples(micro_batch: Any) -> int:

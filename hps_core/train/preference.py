@@ -2,17 +2,24 @@
 
 The SFT checkpoint is both the starting policy and the frozen reference. Reference log-probs are
 computed once, before training, for every sequence the run will use (the preferred response and every
-drawn negative, or all responses for PL), and cached on disk under a digest of what determines them;
-they are never recomputed per epoch.
+drawn negative, or all responses for PL), and cached on disk under a digest of what determines them
+(reference weights, tokenizer, the sequences, length limits, precision); never recomputed per epoch.
 
 One training example is a list of ranks into its group (HPS/BT: ``[0, negative]``; PL: ``[0..n-1]``);
 all sequences of a micro-batch go through the policy in ONE forward.
+
+Examples are trained block by block: one block per epoch, or per part of an epoch when the negatives
+were drawn with ``gamma_updates_per_epoch > 1`` (``hps_core.groups.draw_epoch_negatives``), so a gamma
+schedule advances with training progress. The ``gamma`` metric is the mean gamma the window's negatives
+were drawn with (HPS only; BT rules do not use gamma and PL has no negatives).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,25 +29,49 @@ from tqdm.auto import tqdm
 
 from hps_core.config import ModelConfig, PreferenceTrainConfig
 from hps_core.losses import hps_loss, listwise_loss, pair_loss, parse_method
-from hps_core.models import load_causal_lm
 from hps_core.train.batching import Encoder, collate, length_grouped_batches
 from hps_core.train.checkpoint import save_model_atomic
 from hps_core.train.logprobs import response_logps
-from hps_core.train.loop import LogFn, LoopSettings, train_loop
+from hps_core.train.loop import LogFn, LoopSettings, split_steps, train_loop
+from hps_core.train.model_setup import autocast_for, compute_dtype, export_model, load_for_training
+
+log = logging.getLogger(__name__)
 
 
-def plan_examples(groups: pd.DataFrame, negatives: pd.DataFrame, preference_model: str) -> list[list[tuple[int, int]]]:
-    """Per epoch, the training examples as lists of (group index, rank) sequences."""
+@dataclass(frozen=True)
+class Block:
+    """Examples trained together, in order: one epoch, or one part of an epoch."""
+
+    epoch: int
+    part: int
+    examples: list[list[tuple[int, int]]]  # per example: (group index, rank) of each sequence
+    gammas: list[float] | None  # per example: the gamma its negative was drawn with (HPS), else None
+
+
+def plan_examples(groups: pd.DataFrame, negatives: pd.DataFrame, preference_model: str, epochs: int) -> list[Block]:
+    """The training examples of the run, block by block (epoch, then part of the epoch)."""
+    if preference_model == "pl":
+        every = [[(gi, r) for r in range(int(groups["n"].iloc[gi]))] for gi in range(len(groups))]
+        return [Block(e, 0, every, None) for e in range(epochs)]
+    found = sorted(int(e) for e in negatives["epoch"].unique()) if len(negatives) else []
+    if found != list(range(epochs)):
+        raise ValueError(
+            f"the drawn negatives cover epochs {found}, but training runs {epochs} epoch(s); draw them with "
+            f"n_epochs = hps.epochs (hps_core.groups.draw_epoch_negatives) or change hps.epochs"
+        )
     train_index = {pid: i for i, pid in enumerate(groups["prompt_id"])}
-    epochs = sorted(negatives["epoch"].unique()) if len(negatives) else [0]
-    plan = []
-    for epoch in epochs:
-        if preference_model == "pl":
-            plan.append([[(gi, r) for r in range(groups["n"].iloc[gi])] for gi in range(len(groups))])
-        else:
-            drawn = negatives[negatives["epoch"] == epoch]
-            plan.append([[(train_index[pid], 0), (train_index[pid], int(rank))] for pid, rank in zip(drawn["prompt_id"], drawn["negative_rank"])])
-    return plan
+    missing = sorted(set(negatives["prompt_id"]) - set(train_index))
+    if missing:
+        raise ValueError(f"{len(missing)} drawn negative(s) belong to prompts outside the training groups "
+                         f"(first: {missing[0]}); were the negatives drawn from another split or data set?")
+    parts = negatives["part"] if "part" in negatives else pd.Series(0, index=negatives.index)
+    blocks = []
+    for (epoch, part), drawn in negatives.assign(part=parts).groupby(["epoch", "part"], sort=True):
+        examples = [[(train_index[pid], 0), (train_index[pid], int(rank))]
+                    for pid, rank in zip(drawn["prompt_id"], drawn["negative_rank"])]
+        gammas = drawn["gamma"].astype(float).tolist() if preference_model == "hps" else None
+        blocks.append(Block(int(epoch), int(part), examples, gammas))
+    return blocks
 
 
 @torch.no_grad()
@@ -58,12 +89,40 @@ def sequence_logps(model, encoded: list, pad_id: int, batch_size: int, desc: str
     return logps, counts
 
 
-def _reference_cache_key(sft_dir: str, keys: list[tuple[str, str]], model_cfg: ModelConfig) -> str:
+def _hash_files(h, files) -> None:
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                h.update(chunk)
+
+
+def reference_cache_key(sft_dir: str, keys: list[tuple[str, str]], model_cfg: ModelConfig, precision: str) -> str:
+    """Digest of what the reference log-probs depend on: weights and tokenizer files (every shard), the
+    (prompt id, response id) sequences, the length limits and the compute precision."""
     h = hashlib.sha256()
-    weights = Path(sft_dir) / "model.safetensors"
-    h.update(weights.read_bytes() if weights.is_file() else sft_dir.encode())
-    h.update(json.dumps([model_cfg.max_prompt_tokens, model_cfg.max_length, keys]).encode())
+    root = Path(sft_dir)
+    files = sorted(root.glob("*.safetensors")) + sorted(root.glob("tokenizer*.json")) if root.is_dir() else []
+    if files:
+        _hash_files(h, files)
+    else:  # a hub id: its revision is what names the weights
+        h.update(sft_dir.encode())
+    h.update(json.dumps([model_cfg.max_prompt_tokens, model_cfg.max_length, precision, keys]).encode())
     return h.hexdigest()[:20]
+
+
+def reference_logps(policy, encoded, pad_id, batch_size, cache_file: Path | None):
+    """The reference pass, or its cached result. Returns (log-probs, token counts) per sequence."""
+    if cache_file is not None and cache_file.is_file():
+        return torch.load(cache_file, weights_only=True)
+    with autocast_for(policy)():
+        ref = sequence_logps(policy, encoded, pad_id, batch_size, "reference log-probs")
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp")
+        torch.save(ref, tmp)
+        tmp.replace(cache_file)
+    return ref
 
 
 def train_preference(
@@ -82,48 +141,49 @@ def train_preference(
     framework, preference_model = parse_method(cfg.method)
     groups = groups[groups["split"] == "train"].reset_index(drop=True)
     torch.manual_seed(seed)
-    policy, tokenizer = load_causal_lm(sft_dir, trust_remote_code=model_cfg.trust_remote_code)
+    policy, tokenizer = load_for_training(
+        sft_dir, trust_remote_code=model_cfg.trust_remote_code,
+        gradient_checkpointing=cfg.gradient_checkpointing, lora=cfg.lora,
+    )
     encoder = Encoder(tokenizer, model_cfg.max_prompt_tokens, model_cfg.max_length)
 
-    epochs = plan_examples(groups, negatives, preference_model)
-    keys = sorted({seq for epoch in epochs for example in epoch for seq in example})
+    blocks = plan_examples(groups, negatives, preference_model, cfg.epochs)
+    keys = sorted({seq for block in blocks for example in block.examples for seq in example})
     slot = {key: i for i, key in enumerate(keys)}
     encoded = [encoder.encode(groups["prompt"].iloc[gi], groups["responses"].iloc[gi][r]) for gi, r in keys]
 
-    # Reference pass: once, cached by a digest of (reference weights, sequences, length limits).
     id_keys = [(groups["prompt_id"].iloc[gi], groups["response_ids"].iloc[gi][r]) for gi, r in keys]
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"ref-logps-{_reference_cache_key(sft_dir, id_keys, model_cfg)}.pt"
-    if cache_file is not None and cache_file.is_file():
-        ref_logps, token_counts = torch.load(cache_file, weights_only=True)
-    else:
-        ref_logps, token_counts = sequence_logps(policy, encoded, tokenizer.pad_token_id, 4 * cfg.batch_size, "reference log-probs")
-        if cache_file is not None:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(".tmp")
-            torch.save((ref_logps, token_counts), tmp)
-            tmp.replace(cache_file)
+    precision = str(compute_dtype(policy))
+    cache_key = reference_cache_key(sft_dir, id_keys, model_cfg, precision)
+    cache_file = Path(cache_dir) / f"ref-logps-{cache_key}.pt" if cache_dir is not None else None
+    ref_logps, _ = reference_logps(policy, encoded, tokenizer.pad_token_id, 4 * cfg.batch_size, cache_file)
 
-    plan = []
-    for e, examples in enumerate(epochs):
-        lengths = [sum(len(encoded[slot[s]].input_ids) for s in ex) for ex in examples]
-        for batch in length_grouped_batches(lengths, cfg.batch_size, np.random.default_rng([seed, 2, e])):
-            plan.append([[slot[s] for s in examples[i]] for i in batch])
+    step_batches = []
+    for block in blocks:
+        lengths = [sum(len(encoded[slot[s]].input_ids) for s in ex) for ex in block.examples]
+        rng = np.random.default_rng([seed, 2, block.epoch] + ([block.part] if block.part else []))
+        for batch in length_grouped_batches(lengths, cfg.batch_size * cfg.grad_accum_steps, rng):
+            step_batches.append([
+                {"seqs": [slot[s] for s in block.examples[i]], "gamma": block.gammas[i] if block.gammas else None}
+                for i in batch
+            ])
+    plan = split_steps(step_batches, cfg.batch_size)
 
     def loss_fn(model, batch):
-        width = max(len(ex) for ex in batch)
-        flat = [s for ex in batch for s in ex]
-        mask = torch.tensor([[k < len(ex) for k in range(width)] for ex in batch])
+        seqs = [ex["seqs"] for ex in batch]
+        width = max(len(s) for s in seqs)
+        flat = [s for ex in seqs for s in ex]
+        mask = torch.tensor([[k < len(ex) for k in range(width)] for ex in seqs])
         logps, counts = response_logps(model, collate([encoded[s] for s in flat], tokenizer.pad_token_id))
-        ratios_flat = logps - ref_logps[flat].to(logps)
+        ratios_flat = logps.float() - ref_logps[flat].to(device=logps.device, dtype=torch.float32)
         if framework == "ipo":  # IPO works on length-averaged log-ratios (TRL's convention)
             ratios_flat = ratios_flat / counts.clamp(min=1)
+        mask = mask.to(ratios_flat.device)
         ratios = torch.zeros(mask.shape, dtype=ratios_flat.dtype, device=ratios_flat.device)
-        ratios[mask.to(ratios.device)] = ratios_flat
+        ratios[mask] = ratios_flat
         chosen, rejected = ratios[:, 0], ratios[:, 1]
         if preference_model == "hps":
-            n_disp = torch.tensor([groups["n"].iloc[keys[ex[0]][0]] - 1 for ex in batch], device=chosen.device)
+            n_disp = torch.tensor([groups["n"].iloc[keys[ex[0]][0]] - 1 for ex in seqs], device=chosen.device)
             losses = hps_loss(
                 chosen, rejected, n_dispreferred=n_disp, beta=cfg.beta, framework=framework,
                 label_smoothing=cfg.label_smoothing, log_n_offset=cfg.log_n_offset,
@@ -131,9 +191,9 @@ def train_preference(
         elif preference_model == "bt":
             losses = pair_loss(framework, chosen, rejected, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
         else:
-            losses = listwise_loss(framework, ratios, beta=cfg.beta, mask=mask.to(ratios.device), label_smoothing=cfg.label_smoothing)
+            losses = listwise_loss(framework, ratios, beta=cfg.beta, mask=mask, label_smoothing=cfg.label_smoothing)
         r_chosen, r_rejected = cfg.beta * chosen.detach(), cfg.beta * rejected.detach()
-        lp, starts = logps.detach(), _offsets(batch)
+        lp, starts = logps.detach(), _offsets(seqs)
         sums = {
             "rewards/chosen": float(r_chosen.sum()),
             "rewards/rejected": float(r_rejected.sum()),
@@ -142,6 +202,8 @@ def train_preference(
             "logps/chosen": float(lp[starts].sum()),
             "logps/rejected": float(lp[[o + 1 for o in starts]].sum()),
         }
+        if preference_model == "hps":
+            sums["gamma"] = float(sum(ex["gamma"] for ex in batch))
         return losses.sum(), len(batch), sums, int(sum(len(encoded[s].input_ids) for s in flat))
 
     settings = LoopSettings(
@@ -154,9 +216,17 @@ def train_preference(
         checkpoint_every=cfg.checkpoint_every,
         description=cfg.method,
     )
-    metrics = train_loop(policy, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir)
-    save_model_atomic(policy, tokenizer, out_dir)
-    return {**metrics, **encoder.counter.as_metrics("hps"), "hps/reference_sequences": float(len(keys))}
+    run_key = json.dumps([cache_key, seed, cfg.method, cfg.beta, cfg.label_smoothing, cfg.log_n_offset, cfg.lora.r])
+    metrics = train_loop(policy, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir, run_key=run_key)
+    save_model_atomic(export_model(policy), tokenizer, out_dir)
+    truncation = encoder.counter.as_metrics("hps")
+    if encoder.counter.prompts or encoder.counter.responses:
+        log.warning("%s: %d of %d sequences truncated (prompts %d, responses %d) to max_prompt_tokens=%d, max_length=%d",
+                    cfg.method, max(encoder.counter.prompts, encoder.counter.responses), encoder.counter.total,
+                    encoder.counter.prompts, encoder.counter.responses, model_cfg.max_prompt_tokens, model_cfg.max_length)
+    if log_fn is not None:
+        log_fn(truncation, int(metrics["steps"]))
+    return {**metrics, **truncation, "hps/reference_sequences": float(len(keys))}
 
 
 def _offsets(batch: list[list[int]]) -> list[int]:

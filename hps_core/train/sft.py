@@ -7,17 +7,18 @@ something to fix.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from hps_core.config import ModelConfig, SFTConfig
-from hps_core.models import load_causal_lm
 from hps_core.train.batching import Encoder, collate, length_grouped_batches
 from hps_core.train.checkpoint import save_model_atomic
 from hps_core.train.logprobs import response_logps
-from hps_core.train.loop import LogFn, LoopSettings, train_loop
+from hps_core.train.loop import LogFn, LoopSettings, split_steps, train_loop
+from hps_core.train.model_setup import export_model, load_for_training
 
 
 def sft_examples(groups: pd.DataFrame) -> list[tuple[str, str]]:
@@ -40,13 +41,18 @@ def train_sft(
     import torch
 
     torch.manual_seed(seed)
-    model, tokenizer = load_causal_lm(base_model, trust_remote_code=model_cfg.trust_remote_code)
+    model, tokenizer = load_for_training(
+        base_model, trust_remote_code=model_cfg.trust_remote_code,
+        gradient_checkpointing=cfg.gradient_checkpointing, lora=cfg.lora,
+    )
     encoder = Encoder(tokenizer, model_cfg.max_prompt_tokens, model_cfg.max_length)
     encoded = [encoder.encode(p, r) for p, r in sft_examples(groups)]
     lengths = [len(e.input_ids) for e in encoded]
-    plan = []
+    step_batches = []  # each optimizer step's examples, cut into micro-batches below
     for epoch in range(cfg.epochs):
-        plan.extend(length_grouped_batches(lengths, cfg.batch_size, np.random.default_rng([seed, 1, epoch])))
+        rng = np.random.default_rng([seed, 1, epoch])
+        step_batches.extend(length_grouped_batches(lengths, cfg.batch_size * cfg.grad_accum_steps, rng))
+    plan = split_steps(step_batches, cfg.batch_size)
 
     def loss_fn(model, batch_idx):
         batch = collate([encoded[i] for i in batch_idx], tokenizer.pad_token_id)
@@ -64,6 +70,10 @@ def train_sft(
         checkpoint_every=cfg.checkpoint_every,
         description="sft",
     )
-    metrics = train_loop(model, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir)
-    save_model_atomic(model, tokenizer, out_dir)
-    return {**metrics, **encoder.counter.as_metrics("sft"), "sft/examples_per_epoch": float(len(encoded))}
+    run_key = json.dumps([base_model, seed, len(encoded), model_cfg.max_prompt_tokens, model_cfg.max_length, cfg.lora.r])
+    metrics = train_loop(model, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir, run_key=run_key)
+    save_model_atomic(export_model(model), tokenizer, out_dir)
+    truncation = encoder.counter.as_metrics("sft")
+    if log_fn is not None:
+        log_fn(truncation, int(metrics["steps"]))
+    return {**metrics, **truncation, "sft/examples_per_epoch": float(len(encoded))}

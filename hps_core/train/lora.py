@@ -1,0 +1,70 @@
+"""Optional LoRA adapters through peft, for models too large to fine-tune in full on one GPU.
+
+peft is an optional dependency (``pip install 'hps-align[lora]'``): this module imports it only when an
+adapter is actually requested, and :func:`lora_problem` (torch-free, called by the config check at
+start-up) turns a missing install into a config error instead of a traceback hours into a run.
+
+Training with adapters changes only what is trainable: the policy is the base model plus adapters whose
+``B`` matrices start at zero, so at step 0 it equals the reference exactly; the saved model has the
+adapters merged, so evaluation and the registry see an ordinary Hugging Face directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+
+def peft_available() -> bool:
+    return importlib.util.find_spec("peft") is not None
+
+
+def lora_problem(cfg, where: str = "lora") -> str | None:
+    """What is wrong with a LoRA config (``hps_core.config.LoraConfig``), or None. Never imports torch."""
+    if cfg.r < 0:
+        return f"{where}.r must be >= 0 (0 = train every weight), got {cfg.r}"
+    if cfg.r == 0:
+        return None
+    if cfg.alpha <= 0:
+        return f"{where}.alpha must be > 0, got {cfg.alpha}"
+    if not 0.0 <= cfg.dropout < 1.0:
+        return f"{where}.dropout must be in [0, 1), got {cfg.dropout}"
+    if not _targets(cfg.target_modules):
+        return f"{where}.target_modules is empty; use \"all-linear\" or module names such as \"q_proj,v_proj\""
+    if not peft_available():
+        return (f"{where}.r = {cfg.r} asks for LoRA adapters, but peft is not installed; "
+                "install it with `pip install 'hps-align[lora]'` (or `pip install peft`), or set r = 0")
+    return None
+
+
+def _targets(spec: str) -> str | list[str]:
+    spec = spec.strip()
+    return spec if spec == "all-linear" else [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def apply_lora(model, cfg):
+    """Wrap ``model`` with trainable LoRA adapters (peft); every base weight is frozen."""
+    problem = lora_problem(cfg)
+    if problem:
+        raise ValueError(problem)
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=_targets(cfg.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, peft_cfg)
+    except ValueError as err:  # e.g. a target module name that does not exist in this architecture
+        raise ValueError(f"could not add LoRA adapters to {type(model).__name__}: {err}. "
+                         "Check lora.target_modules against the model's module names.") from err
+
+
+def unwrap(model):
+    """The transformers model under a peft wrapper (its layers carry the adapters in place), else ``model``."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def merge_adapters(model):
+    """A plain transformers model: adapters merged into the weights (no-op without adapters)."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model

@@ -1,0 +1,114 @@
+"""hps_core.groups: ranking into groups, the per-epoch negative draws (seeded, recorded with gamma and q),
+the split of an epoch into schedule parts, and the digest that names what a run trained on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hps_core.groups import NEGATIVE_COLUMNS, build_groups, draw_epoch_negatives, group_stats, groups_digest
+from hps_core.sampling import hardness_probs, make_gamma_schedule, select_negative
+
+
+def _table(spec: dict[str, list[float]], harmful: dict[str, list] | None = None) -> pd.DataFrame:
+    """Canonical rows: prompt ``p`` gets responses ``p-0, p-1, ...`` with the given scores, in that order."""
+    rows = []
+    for pid, scores in spec.items():
+        for j, s in enumerate(scores):
+            rows.append({"prompt_id": pid, "prompt": f"prompt {pid}", "response_id": f"{pid}-{j}",
+                         "response": f"answer {j} to {pid}", "score": s,
+                         "is_harmful": (harmful or {}).get(pid, [None] * len(scores))[j], "split": "train"})
+    return pd.DataFrame(rows)
+
+
+def _many(n_prompts: int = 40, n: int = 6, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return build_groups(_table({f"p{i:03d}": rng.normal(size=n).round(3).tolist() for i in range(n_prompts)}))
+
+
+def test_build_groups_ranks_best_first_and_keeps_ties():
+    """Prompt a: scores [1, 3, 2] -> ranked ids a-1 (3), a-2 (2), a-0 (1); gap 3 - 2 = 1, no top tie.
+    Prompt b: [5, 0, 5] -> tie at the top: the earlier row (b-0) is preferred, b-2 is kept as the first
+    dispreferred response (the hardest possible negative), b-1 last; gap 0, one top tie."""
+    g = build_groups(_table({"a": [1.0, 3.0, 2.0], "b": [5.0, 0.0, 5.0]}, harmful={"a": [True, False, None]}))
+    a, b = g.set_index("prompt_id").loc["a"], g.set_index("prompt_id").loc["b"]
+    assert a["response_ids"] == ["a-1", "a-2", "a-0"] and a["scores"] == [3.0, 2.0, 1.0]
+    assert a["preferred_id"] == "a-1" and a["dispreferred_ids"] == ["a-2", "a-0"]
+    assert a["score_gap"] == 1.0 and a["n_top_ties"] == 0 and a["n"] == 3
+    assert a["is_harmful"] == [False, None, True]
+    assert b["response_ids"] == ["b-0", "b-2", "b-1"] and b["score_gap"] == 0.0 and b["n_top_ties"] == 1
+    assert group_stats(g, pd.DataFrame())["groups_with_top_ties"] == 1.0
+
+
+def test_build_groups_rejects_a_single_response_prompt():
+    with pytest.raises(ValueError, match="prompt solo has 1 response"):
+        build_groups(_table({"ok": [1.0, 2.0], "solo": [1.0]}))
+
+
+def test_draws_are_seeded_recorded_and_replayable():
+    """Same seed -> the identical table; another seed -> other negatives. Each row records the gamma it was
+    drawn at and q = q_gamma(negative) recomputed from the group's dispreferred scores; replaying the draw
+    by hand (generator seeded by (seed, epoch), groups in order) gives the same negatives."""
+    groups = _many()
+    sched = make_gamma_schedule("linear", gamma_start=0.0, gamma_end=2.0)
+    a = draw_epoch_negatives(groups, rule="hps", schedule=sched, n_epochs=2, seed=7)
+    b = draw_epoch_negatives(groups, rule="hps", schedule=sched, n_epochs=2, seed=7)
+    c = draw_epoch_negatives(groups, rule="hps", schedule=sched, n_epochs=2, seed=8)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a["negative_rank"].equals(c["negative_rank"])
+    assert tuple(a.columns) == NEGATIVE_COLUMNS and len(a) == 2 * len(groups)
+    assert a.groupby("epoch")["gamma"].unique().map(list).tolist() == [[0.0], [1.0]]  # linear 0 -> 2 over 2 epochs
+    scores = groups.set_index("prompt_id")["scores"]
+    for row in a.itertuples():
+        q = hardness_probs(scores[row.prompt_id][1:], row.gamma)
+        assert row.q == pytest.approx(q[row.negative_rank - 1], rel=1e-12)
+    for epoch in (0, 1):
+        rng = np.random.default_rng([7, epoch])
+        by_hand = [select_negative("hps", np.asarray(s[1:]), rng, gamma=float(epoch)) + 1 for s in groups["scores"]]
+        assert a[a["epoch"] == epoch]["negative_rank"].tolist() == by_hand
+
+
+def test_baseline_rules_and_large_gamma():
+    """max_max picks the best dispreferred response (rank 1), max_min the worst (rank n - 1 = 5); hps at
+    gamma 1e3 puts all mass on the top-scored negative, so it also draws rank 1 (scores are distinct)."""
+    groups = _many()
+    draw = lambda rule, gamma=1.0: draw_epoch_negatives(  # noqa: E731
+        groups, rule=rule, schedule=make_gamma_schedule("constant", gamma=gamma), n_epochs=1, seed=0)
+    assert set(draw("max_max")["negative_rank"]) == {1}
+    assert set(draw("max_min")["negative_rank"]) == {5}
+    assert set(draw("hps", gamma=1e3)["negative_rank"]) == {1}
+    assert set(draw("random")["negative_rank"]) == {1, 2, 3, 4, 5}  # 40 uniform draws over 5 ranks
+
+
+def test_updates_per_epoch_split_the_epoch_into_scheduled_parts():
+    """40 groups, 2 epochs, 5 parts per epoch -> 10 parts of 8 groups; the reference step schedule over
+    10 parts gives stage floor(5 * i / 10): -5,-5,-3,-3,-1,-1,1,1,3,3. With 1 part per epoch the same
+    schedule only reaches -5 and -1 (the wart the split fixes), and those draws equal the plain ones."""
+    groups = _many()
+    step = make_gamma_schedule("step")
+    split = draw_epoch_negatives(groups, rule="hps", schedule=step, n_epochs=2, seed=0, updates_per_epoch=5)
+    sizes = split.groupby(["epoch", "part"]).size()
+    assert sizes.tolist() == [8] * 10
+    gammas = split.groupby(["epoch", "part"])["gamma"].unique().map(list).tolist()
+    assert gammas == [[-5.0], [-5.0], [-3.0], [-3.0], [-1.0], [-1.0], [1.0], [1.0], [3.0], [3.0]]
+    plain = draw_epoch_negatives(groups, rule="hps", schedule=step, n_epochs=2, seed=0)
+    assert plain.groupby("epoch")["gamma"].first().tolist() == [-5.0, -1.0] and set(plain["part"]) == {0}
+    # every group appears once per epoch whatever the split
+    assert (split.groupby("epoch")["prompt_id"].nunique() == len(groups)).all()
+    with pytest.raises(ValueError, match="updates_per_epoch must be >= 1"):
+        draw_epoch_negatives(groups, rule="hps", schedule=step, n_epochs=1, seed=0, updates_per_epoch=0)
+
+
+def test_groups_digest_is_stable_and_sensitive():
+    """The digest is a pure function of the groups and negatives: recomputing it (or rebuilding both from
+    the same inputs) gives the same value; changing one drawn negative changes it."""
+    groups = _many()
+    neg = draw_epoch_negatives(groups, rule="hps", schedule=make_gamma_schedule(), n_epochs=1, seed=0)
+    d = groups_digest(groups, neg)
+    assert d == groups_digest(_many(), draw_epoch_negatives(_many(), rule="hps", schedule=make_gamma_schedule(),
+                                                            n_epochs=1, seed=0))
+    other = neg.copy()
+    other.loc[0, "negative_rank"] = 1 if other.loc[0, "negative_rank"] != 1 else 2
+    assert groups_digest(groups, other) != d
+    assert groups_digest(groups, neg.iloc[:0]) == groups_digest(groups, pd.DataFrame())  # no negatives (PL)
