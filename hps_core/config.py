@@ -98,11 +98,13 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
-class SFTConfig:
-    epochs: int = 6
-    batch_size: int = 32
-    lr: float = 3e-3
-    warmup_ratio: float = 0.05
+class TrainStageConfig:
+    """Optimisation settings every training stage (SFT, preference) shares; stages override defaults."""
+
+    epochs: int = 1
+    batch_size: int = 16
+    lr: float = 5e-4
+    warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     grad_accum_steps: int = 1
@@ -113,7 +115,15 @@ class SFTConfig:
 
 
 @dataclass(frozen=True)
-class PreferenceTrainConfig:
+class SFTConfig(TrainStageConfig):
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_ratio: float = 0.05
+
+
+@dataclass(frozen=True)
+class PreferenceTrainConfig(TrainStageConfig):
     method: str = "dpo-hps"  # "<framework>-<preference model>"; see hps_core.losses.ALL_METHODS
     beta: float = 0.1
     label_smoothing: float = 0.0
@@ -126,14 +136,6 @@ class PreferenceTrainConfig:
     epochs: int = 2  # passes over the prompts, each with freshly drawn negatives
     batch_size: int = 16
     lr: float = 5e-4
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    grad_accum_steps: int = 1
-    log_every: int = 10
-    checkpoint_every: int = 50  # optimizer steps between in-training checkpoints (resume after a crash)
-    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more time
-    lora: LoraConfig = field(default_factory=LoraConfig)
     # Negatives are drawn once per epoch, so a gamma schedule evaluated per epoch only has `epochs` values
     # (the "step" schedule with epochs = 2 gives gamma -5 then -1). This splits each epoch's prompts into
     # k parts trained one after the other, each with negatives drawn at the schedule's gamma for its share

@@ -82,6 +82,20 @@ class LoopSettings:
     checkpoint_every: int = 0  # optimizer steps between in-training checkpoints; 0 = none
     description: str = "train"
 
+    @classmethod
+    def from_stage(cls, stage, description: str) -> "LoopSettings":
+        """Settings from a training stage's config section (hps_core.config.TrainStageConfig)."""
+        return cls(
+            lr=stage.lr,
+            warmup_ratio=stage.warmup_ratio,
+            weight_decay=stage.weight_decay,
+            max_grad_norm=stage.max_grad_norm,
+            grad_accum_steps=stage.grad_accum_steps,
+            log_every=stage.log_every,
+            checkpoint_every=stage.checkpoint_every,
+            description=description,
+        )
+
 
 def _fingerprint(settings: LoopSettings, steps: list, extra: str) -> str:
     """What must match for a checkpoint to be resumed: settings, the plan's shape, the caller's run key."""

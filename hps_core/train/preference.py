@@ -206,16 +206,7 @@ def train_preference(
             sums["gamma"] = float(sum(ex["gamma"] for ex in batch))
         return losses.sum(), len(batch), sums, int(sum(len(encoded[s].input_ids) for s in flat))
 
-    settings = LoopSettings(
-        lr=cfg.lr,
-        warmup_ratio=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        grad_accum_steps=cfg.grad_accum_steps,
-        log_every=cfg.log_every,
-        checkpoint_every=cfg.checkpoint_every,
-        description=cfg.method,
-    )
+    settings = LoopSettings.from_stage(cfg, cfg.method)
     run_key = json.dumps([cache_key, seed, cfg.method, cfg.beta, cfg.label_smoothing, cfg.log_n_offset, cfg.lora.r])
     metrics = train_loop(policy, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir, run_key=run_key)
     save_model_atomic(export_model(policy), tokenizer, out_dir)

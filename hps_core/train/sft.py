@@ -60,16 +60,7 @@ def train_sft(
         nll = -(logps / counts.clamp(min=1))  # per-example mean NLL over its response tokens
         return nll.sum(), len(batch_idx), {}, int(batch["attention_mask"].sum())
 
-    settings = LoopSettings(
-        lr=cfg.lr,
-        warmup_ratio=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        grad_accum_steps=cfg.grad_accum_steps,
-        log_every=cfg.log_every,
-        checkpoint_every=cfg.checkpoint_every,
-        description="sft",
-    )
+    settings = LoopSettings.from_stage(cfg, "sft")
     run_key = json.dumps([base_model, seed, len(encoded), model_cfg.max_prompt_tokens, model_cfg.max_length, cfg.lora.r])
     metrics = train_loop(model, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir, run_key=run_key)
     save_model_atomic(export_model(model), tokenizer, out_dir)
