@@ -84,6 +84,24 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
     return tok
 
 
+def _load(auto_class, what: str, name_or_path: str, *, device, dtype, trust_remote_code, allow_pickle, **kwargs):
+    """The one from_pretrained call behind every model: safetensors only unless opted in, clear errors."""
+    device = device or pick_device()
+    source = _resolve(name_or_path)
+    _check_safetensors(Path(source), allow_pickle)
+    try:
+        model = auto_class.from_pretrained(
+            source,
+            dtype=dtype or train_dtype(device),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+            **kwargs,
+        )
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"could not load {what} {name_or_path!r}: {err}") from err
+    return model.to(device), load_tokenizer(source, trust_remote_code=trust_remote_code)
+
+
 def load_causal_lm(
     name_or_path: str,
     *,
@@ -95,19 +113,8 @@ def load_causal_lm(
     """Load a causal LM and its tokenizer (hub id or directory), safetensors only by default."""
     from transformers import AutoModelForCausalLM
 
-    device = device or pick_device()
-    source = _resolve(name_or_path)
-    _check_safetensors(Path(source), allow_pickle)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source,
-            dtype=dtype or train_dtype(device),
-            trust_remote_code=trust_remote_code,
-            use_safetensors=None if allow_pickle else True,
-        )
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"could not load causal LM {name_or_path!r}: {err}") from err
-    return model.to(device), load_tokenizer(source, trust_remote_code=trust_remote_code)
+    return _load(AutoModelForCausalLM, "causal LM", name_or_path, device=device, dtype=dtype,
+                 trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
 
 
 def load_reward_model(
@@ -122,24 +129,12 @@ def load_reward_model(
     """Load a sequence-classification reward model (or initialise its head from a causal LM directory)."""
     from transformers import AutoModelForSequenceClassification
 
-    device = device or pick_device()
-    source = _resolve(name_or_path)
-    _check_safetensors(Path(source), allow_pickle)
     kwargs = {"num_labels": num_labels} if num_labels is not None else {}
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source,
-            dtype=dtype or train_dtype(device),
-            trust_remote_code=trust_remote_code,
-            use_safetensors=None if allow_pickle else True,
-            **kwargs,
-        )
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"could not load reward model {name_or_path!r}: {err}") from err
-    tok = load_tokenizer(source, trust_remote_code=trust_remote_code)
+    model, tok = _load(AutoModelForSequenceClassification, "reward model", name_or_path, device=device, dtype=dtype,
+                       trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, **kwargs)
     if model.config.pad_token_id is None:  # needed to find the last token of each padded sequence
         model.config.pad_token_id = tok.pad_token_id
-    return model.to(device), tok
+    return model, tok
 
 
 def _train_tokenizer(texts: Iterable[str], vocab_size: int):
