@@ -36,7 +36,7 @@ def test_default_flow_registers_both_models(tmp_path, mlflow_server_uri, hps_cac
     registered = run["end"].task.data.registered
     assert registered == {"sft": "models:/hps-sft/1", "hps": "models:/hps-policy/1", "alias": "models:/hps-policy@challenger"}
 
-    client = MlflowClient(mlflow_server_uri)
+    client = MlflowClient(mlflow_server_uri, registry_uri=mlflow_server_uri)
     sft = client.get_model_version("hps-sft", "1")
     hps = client.get_model_version_by_alias("hps-policy", "challenger")
     assert hps.version == "1"

@@ -71,7 +71,7 @@ def test_second_version_is_judged_against_the_first_champion(two_runs, mlflow_se
 
     _, config, _, runs = two_runs
     assert [r["end"].task.data.registered["hps"] for r in runs] == [f"models:/{POLICY_NAME}/1", f"models:/{POLICY_NAME}/2"]
-    client = MlflowClient(mlflow_server_uri)
+    client = MlflowClient(mlflow_server_uri, registry_uri=mlflow_server_uri)
     v1, v2 = (client.get_model_version(POLICY_NAME, v) for v in ("1", "2"))
     assert v1.tags["gate.decision"] == "promoted" and v1.tags["gate.judged_against"] == "none (first version)"
     assert v2.tags["gate.judged_against"] == f"models:/{POLICY_NAME}/1"
@@ -132,7 +132,7 @@ def test_crashed_run_is_failed_in_mlflow_and_moves_no_alias(two_runs, mlflow_ser
     from mlflow import MlflowClient
 
     workdir, config, env, _ = two_runs
-    client = MlflowClient(mlflow_server_uri)
+    client = MlflowClient(mlflow_server_uri, registry_uri=mlflow_server_uri)
     before = {a: client.get_model_version_by_alias(POLICY_NAME, a).version for a in ("champion", "challenger")}
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "unterminated\n')

@@ -97,7 +97,7 @@ def test_flatten_params_dotted_stringified_truncated():
 
 
 def test_parent_and_child_runs(tracker):
-    client = mlflow.MlflowClient(tracker.tracking_uri)
+    client = mlflow.MlflowClient(tracker.tracking_uri, registry_uri=tracker.tracking_uri)
     parent = tracker.create_parent_run("hps-flow", tags={"metaflow.run_id": "HPSFlow/1"})
     assert client.get_run(parent).info.status == "RUNNING"
 
@@ -141,14 +141,14 @@ def test_log_figure_and_artifact(tracker, tmp_path):
     plt.close(fig)
     (tmp_path / "table.csv").write_text("a,b\n1,2\n")
     tracker.log_artifact(run, tmp_path / "table.csv", "eval")
-    client = mlflow.MlflowClient(tracker.tracking_uri)
+    client = mlflow.MlflowClient(tracker.tracking_uri, registry_uri=tracker.tracking_uri)
     assert {f.path for f in client.list_artifacts(run, "plots")} == {"plots/margin.png"}
     assert {f.path for f in client.list_artifacts(run, "eval")} == {"eval/table.csv"}
     tracker.finish_run(run)
 
 
 def test_register_hf_model_metrics_tags_description_and_load(tracker, tiny_model_dir):
-    client = mlflow.MlflowClient(tracker.tracking_uri)
+    client = mlflow.MlflowClient(tracker.tracking_uri, registry_uri=tracker.tracking_uri)
     parent = tracker.create_parent_run("hps-flow")
     name = _name("hps-policy")
     with tracker.child_run(parent, "register") as run_id:
@@ -211,12 +211,12 @@ def test_pickle_only_dir_refused(tracker, tmp_path):
     (tmp_path / "ckpt" / "optimizer.pt").write_bytes(b"\x80\x04")
     with pytest.raises(ValueError, match=r"pickle files \(ckpt/optimizer\.pt, pytorch_model\.bin\)"):
         tracker.register_hf_model(run, tmp_path, name, metrics={}, tags={}, description="")
-    client = mlflow.MlflowClient(tracker.tracking_uri)
+    client = mlflow.MlflowClient(tracker.tracking_uri, registry_uri=tracker.tracking_uri)
     assert not client.search_registered_models(filter_string=f"name = '{name}'")
 
 
 def test_failed_registration_leaves_no_version(tracker, tiny_model_dir, monkeypatch):
-    client = mlflow.MlflowClient(tracker.tracking_uri)
+    client = mlflow.MlflowClient(tracker.tracking_uri, registry_uri=tracker.tracking_uri)
     run = tracker.create_parent_run("half")
     name = _name("half")
 
@@ -269,7 +269,7 @@ def test_local_sqlite_default_registers(tmp_path, monkeypatch, tiny_model_dir):
     rv = tracker.register_hf_model(run, tiny_model_dir, "local-policy", metrics=METRICS,
                                    tags={"method": "sft"}, description="local")
     tracker.finish_run(run)
-    client = mlflow.MlflowClient(uri)
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
     assert client.get_model_version("local-policy", "1").tags["method"] == "sft"
     assert {m.key for m in client.get_logged_model(rv.model_id).metrics} == set(METRICS)
     assert (tmp_path / "store" / "mlflow.db").is_file()

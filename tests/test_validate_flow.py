@@ -82,7 +82,7 @@ def card_text(html: str) -> str:
 def validate_child_run(tracking_uri: str):
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                               "attributes.run_name = 'validate'")
     assert len(runs) == 1, [r.info.run_name for r in runs]
