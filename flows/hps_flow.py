@@ -10,7 +10,8 @@ start -> validate -> build_groups                   ├─> evaluate -> register
                       └─> train_reward_model ───────┘
 
 MLflow: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<cwd>/mlflow.db`` (artifacts in ``./mlruns``).
-Each step is a few lines; the work lives in ``hps_core.pipeline``.
+Each step is a few lines; the work lives in ``hps_core.pipeline``. Steps hand tables and checkpoints to
+each other by reference: a local path plus an MLflow artifact URI that a step on another machine downloads.
 """
 
 import getpass
@@ -24,7 +25,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from the config's pa
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from metaflow import Config, FlowSpec, card, config_expr, current, resources, step  # noqa: E402
+from hps_core.redaction import install_output_scrubbing, scrub_text  # noqa: E402
+
+install_output_scrubbing()  # values of HF_TOKEN, *_PASSWORD, *_KEY, ... never reach the step logs
+
+from kubernetes_image import kubernetes_image  # noqa: E402  (flows/: Kubernetes steps use resources.image)
+from metaflow import Config, FlowSpec, card, config_expr, current, resources, schedule, step  # noqa: E402
 from mlflow_failures import mark_mlflow_failures  # noqa: E402  (flows/: a failed step fails the MLflow run)
 
 GPU = config_expr("config.resources.gpu")
@@ -32,6 +38,10 @@ MEMORY = config_expr("config.resources.memory")
 CPU = config_expr("config.resources.cpu")
 
 
+# Deployed (argo-workflows create): runs on [schedule] cron, none when it is "" (daily=False turns off
+# @schedule's daily default). Local `run` ignores both decorators.
+@schedule(cron=config_expr("config.schedule.cron"), timezone=config_expr("config.schedule.timezone"), daily=False)
+@kubernetes_image(config_expr("config.resources.image"))
 @mark_mlflow_failures
 class HPSFlow(FlowSpec):
     """Hard Preference Sampling alignment, from raw preference data to registered model versions."""
@@ -90,9 +100,9 @@ class HPSFlow(FlowSpec):
             self.validation = pipeline.validate(self._ctx())
         except Exception as err:
             # The contract report is Markdown (counts, expectations, examples with file:line); show it as such.
-            current.card["contracts"].append(Markdown(f"# Data contracts FAILED\n\n{err}"))
+            current.card["contracts"].append(Markdown(scrub_text(f"# Data contracts FAILED\n\n{err}")))
             raise
-        current.card["contracts"].append(Markdown(self.validation["report_markdown"]))
+        current.card["contracts"].append(Markdown(scrub_text(self.validation["report_markdown"])))
         self.lineage = {
             **self.lineage,
             "canonical_digest": self.validation["canonical_digest"],
@@ -107,7 +117,7 @@ class HPSFlow(FlowSpec):
         """One ranked group per prompt, train/eval split by prompt hash, negatives drawn per epoch."""
         from hps_core import pipeline
 
-        self.groups = pipeline.build_groups(self._ctx(), self.validation["canonical_path"])
+        self.groups = pipeline.build_groups(self._ctx(), self.validation["canonical"])
         self.lineage = {**self.lineage, "groups_digest": self.groups["groups_digest"], "base_model": self.groups["base_model"]}
         self.next(self.train_sft, self.train_reward_model)
 
@@ -117,7 +127,7 @@ class HPSFlow(FlowSpec):
         """Supervised fine-tuning of the base model (GPU step on a cluster)."""
         from hps_core import pipeline
 
-        self.sft = pipeline.train_sft(self._ctx(), self.groups["groups_path"], self.groups["base_model"])
+        self.sft = pipeline.train_sft(self._ctx(), self.groups["groups"], self.groups["base"])
         self.next(self.train_hps)
 
     @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
@@ -126,7 +136,7 @@ class HPSFlow(FlowSpec):
         """Preference training with hard negatives from the SFT checkpoint (frozen as reference)."""
         from hps_core import pipeline
 
-        self.hps = pipeline.train_hps(self._ctx(), self.groups["groups_path"], self.groups["negatives_path"], self.sft["model_dir"])
+        self.hps = pipeline.train_hps(self._ctx(), self.groups["groups"], self.groups["negatives"], self.sft["model"])
         self.next(self.evaluate)
 
     @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
@@ -135,7 +145,7 @@ class HPSFlow(FlowSpec):
         """Bradley-Terry reward model on the training groups, unless the config names one."""
         from hps_core import pipeline
 
-        self.reward_model = pipeline.train_reward_model(self._ctx(), self.groups["groups_path"], self.groups["base_model"])
+        self.reward_model = pipeline.train_reward_model(self._ctx(), self.groups["groups"], self.groups["base"])
         self.next(self.evaluate)
 
     @card(type="blank", id="evaluation")
@@ -149,10 +159,10 @@ class HPSFlow(FlowSpec):
 
         self.merge_artifacts(inputs, include=["resolved_config", "run_dir", "tracking_uri", "lineage", "mlflow_parent_run_id", "validation", "groups", "sft", "hps", "reward_model"])
         self.evaluation = pipeline.evaluate(
-            self._ctx(), self.groups["groups_path"], self.sft["model_dir"], self.hps["model_dir"], self.reward_model["model_dir"]
+            self._ctx(), self.groups["groups"], self.sft["model"], self.hps["model"], self.reward_model["model"]
         )
         self.lineage = {**self.lineage, "reward_model": self.reward_model["model_dir"]}
-        current.card["evaluation"].append(Markdown("# SFT vs HPS\n\n" + self.evaluation["comparison_markdown"]))
+        current.card["evaluation"].append(Markdown(scrub_text("# SFT vs HPS\n\n" + self.evaluation["comparison_markdown"])))
         for path in self.evaluation["figures"]:
             with open(path, "rb") as handle:
                 current.card["evaluation"].append(Image(handle.read(), label=os.path.basename(path)))
@@ -164,7 +174,7 @@ class HPSFlow(FlowSpec):
         from hps_core import pipeline
 
         self.registered = pipeline.register(
-            self._ctx(), self.sft["model_dir"], self.hps["model_dir"], self.evaluation["metrics"], self.lineage,
+            self._ctx(), self.sft["model"], self.hps["model"], self.evaluation["metrics"], self.lineage,
             validation=self.validation, groups=self.groups,
         )
         self.next(self.end)

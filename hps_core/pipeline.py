@@ -1,8 +1,9 @@
 """What each step of the flow does, as plain functions: the flow file only orchestrates them.
 
 Every function takes a :class:`StepContext` (config, run directory, tracker, parent MLflow run) and
-returns small JSON-able results (paths, digests, metrics); models and tables move between steps as files
-under the run directory, never as pickled artifacts.
+returns small JSON-able results (paths, digests, metrics); models and tables move between steps as files,
+never as pickled artifacts: each producer publishes what it hands on to its MLflow run and returns a
+reference (:mod:`hps_core.handoff`), which a consumer on another machine downloads by URI.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from hps_core.config import PipelineConfig
+from hps_core.handoff import Ref, local, publish
 from hps_core.tracking import NullTracker, Tracker
 
 
@@ -66,10 +68,12 @@ def validate(ctx: StepContext) -> dict[str, Any]:
             raise
         paths = write_and_log(ctx.tracker, run_id, ctx.run_dir / "contracts", outcome.report,
                               outcome.counts, raw.load_report, outcome.quarantined)
-    report, table = outcome.report, outcome.table
-    canonical_path = ctx.path("data", "canonical.parquet")
-    table.to_parquet(canonical_path, index=False)
+        report, table = outcome.report, outcome.table
+        canonical_path = ctx.path("data", "canonical.parquet")
+        table.to_parquet(canonical_path, index=False)
+        canonical = publish(ctx, run_id, canonical_path, "canonical")
     return {
+        "canonical": canonical,
         "canonical_path": str(canonical_path),
         "raw_files": raw.raw_files,
         "canonical_digest": table_digest(table),
@@ -81,14 +85,14 @@ def validate(ctx: StepContext) -> dict[str, Any]:
     }
 
 
-def build_groups(ctx: StepContext, canonical_path: str) -> dict[str, Any]:
+def build_groups(ctx: StepContext, canonical: Ref) -> dict[str, Any]:
     """Groups per prompt, negatives drawn per epoch (seeded), and the base model resolved (the tiny one
     is built here, once, before the training branches start)."""
     from hps_core import groups as G
     from hps_core.methods import parse_method
 
     cfg = ctx.cfg
-    table = pd.read_parquet(canonical_path)
+    table = pd.read_parquet(local(ctx, canonical))
     groups = G.build_groups(table)
     _, preference_model = parse_method(cfg.hps.method)
     rule = {"hps": "hps", "bt": cfg.hps.bt_negative_rule, "pl": None}[preference_model]
@@ -107,7 +111,12 @@ def build_groups(ctx: StepContext, canonical_path: str) -> dict[str, Any]:
     with ctx.child("build_groups") as run_id:
         ctx.tracker.log_metrics(run_id, {f"groups/{k}": v for k, v in stats.items()})
         ctx.tracker.log_artifact(run_id, str(negatives_path), "groups")
+        handed = {"groups": publish(ctx, run_id, groups_path, "groups"),
+                  "negatives": publish(ctx, run_id, negatives_path, "negatives"),
+                  # the tiny model is built here, so later steps on other machines fetch it; hub ids pass as they are
+                  "base": publish(ctx, run_id, base, "base_model") if ctx.cfg.model.base == "tiny" else base}
     return {
+        **handed,
         "groups_path": str(groups_path),
         "negatives_path": str(negatives_path),
         "groups_digest": G.groups_digest(groups, negatives),
@@ -139,25 +148,29 @@ def resolve_base_model(ctx: StepContext, table: pd.DataFrame) -> str:
     return str(build_tiny_model(corpus, ctx.cfg.model.tiny, seed=ctx.cfg.run.seed, cache_dir=ctx.cache_dir / "models"))
 
 
-def train_sft(ctx: StepContext, groups_path: str, base_model: str) -> dict[str, Any]:
-    from hps_core.train.sft import train_sft as _train
+def train_sft(ctx: StepContext, groups: Ref, base_model: Ref) -> dict[str, Any]:
+    from hps_core.train.launch import train_stage
 
+    groups_path, base_model = local(ctx, groups), local(ctx, base_model)
     out = ctx.path("models", "sft")
     with ctx.child("train_sft") as run_id:
-        metrics = _train(
-            base_model, pd.read_parquet(groups_path), ctx.cfg.model, ctx.cfg.sft, out,
+        metrics = train_stage(  # in this process, or data-parallel under torchrun ([resources] processes_per_node)
+            "sft", ctx.cfg, base_model, groups_path, out, work_dir=ctx.run_dir / "torchrun" / "sft",
             seed=ctx.cfg.run.seed, log_fn=ctx.metric_logger(run_id, "sft/"), checkpoint_dir=ctx.path("checkpoints", "sft"),
         )
         ctx.tracker.log_metrics(run_id, {f"sft/final_{k}" if "/" not in k else k: v for k, v in metrics.items()})
-    return {"model_dir": str(out), "metrics": metrics}
+        model = publish(ctx, run_id, out, "sft")
+    return {"model": model, "model_dir": str(out), "metrics": metrics}
 
 
-def train_reward_model(ctx: StepContext, groups_path: str, base_model: str) -> dict[str, Any]:
+def train_reward_model(ctx: StepContext, groups: Ref, base_model: Ref) -> dict[str, Any]:
     """Train a Bradley-Terry reward model when none is configured; otherwise just name the configured one."""
     if ctx.cfg.reward_model.path:
-        return {"model_dir": ctx.cfg.reward_model.path, "metrics": {}, "trained": False}
+        path = ctx.cfg.reward_model.path
+        return {"model": path, "model_dir": path, "metrics": {}, "trained": False}
     from hps_core.reward import train_reward_model as _train
 
+    groups_path, base_model = local(ctx, groups), local(ctx, base_model)
     out = ctx.path("models", "reward_model")
     with ctx.child("train_reward_model") as run_id:
         metrics = _train(
@@ -165,39 +178,45 @@ def train_reward_model(ctx: StepContext, groups_path: str, base_model: str) -> d
             seed=ctx.cfg.run.seed, log_fn=ctx.metric_logger(run_id, "reward_model/"),
         )
         ctx.tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if "/" in k})
-    return {"model_dir": str(out), "metrics": metrics, "trained": True}
+        model = publish(ctx, run_id, out, "reward_model")
+    return {"model": model, "model_dir": str(out), "metrics": metrics, "trained": True}
 
 
-def train_hps(ctx: StepContext, groups_path: str, negatives_path: str, sft_dir: str) -> dict[str, Any]:
-    from hps_core.train.preference import train_preference
+def train_hps(ctx: StepContext, groups: Ref, negatives: Ref, sft_model: Ref) -> dict[str, Any]:
+    from hps_core.train.launch import train_stage
 
+    groups_path, negatives_path, sft_dir = local(ctx, groups), local(ctx, negatives), local(ctx, sft_model)
     out = ctx.path("models", "hps")
-    negatives = pd.read_parquet(negatives_path)
     with ctx.child("train_hps") as run_id:
-        metrics = train_preference(
-            sft_dir, pd.read_parquet(groups_path), negatives, ctx.cfg.model, ctx.cfg.hps, out,
-            seed=ctx.cfg.run.seed, cache_dir=ctx.cache_dir / "reference", log_fn=ctx.metric_logger(run_id, ""),
-            checkpoint_dir=ctx.path("checkpoints", "hps"),
+        metrics = train_stage(  # in this process, or data-parallel under torchrun ([resources] processes_per_node)
+            "preference", ctx.cfg, sft_dir, groups_path, out, negatives_path=negatives_path,
+            work_dir=ctx.run_dir / "torchrun" / "hps", seed=ctx.cfg.run.seed, cache_dir=ctx.cache_dir / "reference",
+            log_fn=ctx.metric_logger(run_id, ""), checkpoint_dir=ctx.path("checkpoints", "hps"),
         )
-    return {"model_dir": str(out), "metrics": metrics}
+        model = publish(ctx, run_id, out, "hps")
+    return {"model": model, "model_dir": str(out), "metrics": metrics}
 
 
-def evaluate(ctx: StepContext, groups_path: str, sft_dir: str, hps_dir: str, reward_dir: str) -> dict[str, Any]:
+def evaluate(ctx: StepContext, groups: Ref, sft_model: Ref, hps_model: Ref, reward_model: Ref) -> dict[str, Any]:
     """SFT and HPS side by side: generations scored by the reward model and the harm judge; implicit
     margins of the HPS policy (the SFT policy is its own reference, so its margins are 0 by construction
     and are not reported)."""
     from hps_core.evaluation_report import run_evaluation
 
-    return run_evaluation(ctx, pd.read_parquet(groups_path), sft_dir, hps_dir, reward_dir)
+    return run_evaluation(ctx, pd.read_parquet(local(ctx, groups)), local(ctx, sft_model), local(ctx, hps_model),
+                          local(ctx, reward_model))
 
 
-def register(ctx: StepContext, sft_dir: str, hps_dir: str, metrics: dict[str, dict[str, float]], lineage: dict[str, str],
+def register(ctx: StepContext, sft_model: Ref, hps_model: Ref, metrics: dict[str, dict[str, float]], lineage: dict[str, str],
              validation: dict[str, Any] | None = None, groups: dict[str, Any] | None = None) -> dict[str, Any]:
     """Both checkpoints become model versions with metrics, lineage tags, datasets, ``lineage.json`` and a
     model card; the new HPS version gets ``challenger``, and ``champion`` if the promotion gate passes
     (``hps_core.registry``; aliases move last, so a failure leaves them where they were)."""
     from hps_core.registry import register_models
 
-    return register_models(ctx, sft_dir, hps_dir, metrics, lineage, validation=validation, groups=groups)
+    if validation and validation.get("canonical"):  # the canonical table is logged as a dataset input
+        validation = {**validation, "canonical_path": local(ctx, validation["canonical"])}
+    return register_models(ctx, local(ctx, sft_model), local(ctx, hps_model), metrics, lineage,
+                           validation=validation, groups=groups)
 
 

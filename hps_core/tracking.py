@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from hps_core.redaction import redact_value, scrub_text, secret_values
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -136,15 +138,20 @@ def _local_artifact_root(tracking_uri: str) -> str | None:
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested dicts -> dotted keys; values stringified and truncated to MLflow's limits."""
-    flat: dict[str, str] = {}
+    """Nested dicts -> dotted keys; values stringified, secrets masked (``hps_core.redaction``: before
+    truncation, so no cut-off piece of a secret survives), truncated to MLflow's limits."""
+    secrets = secret_values()
+    return {name[:MAX_KEY_LEN]: redact_value(name, value, secrets)[:MAX_PARAM_LEN]
+            for name, value in _flat_strings(params, prefix)}
+
+
+def _flat_strings(params: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, str]]:
     for key, value in params.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
-            flat.update(flatten_params(value, prefix=f"{name}."))
+            yield from _flat_strings(value, f"{name}.")
         else:
-            flat[name[:MAX_KEY_LEN]] = str(value)[:MAX_PARAM_LEN]
-    return flat
+            yield name, str(value)
 
 
 def check_hf_model_dir(model_dir: str | Path) -> Path:
@@ -183,6 +190,8 @@ class Tracker(Protocol):
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None,
                     model_id: str | None = None) -> None: ...
     def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None: ...
+    def artifact_uri(self, run_id: str, artifact_path: str) -> str | None: ...
+    def download_artifacts(self, uri: str, dst_dir: str | Path) -> Path: ...
     def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None: ...
     def log_figure(self, run_id: str, fig: Any, artifact_file: str) -> None: ...
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None: ...
@@ -230,6 +239,12 @@ class NullTracker:
 
     finish_run = log_metrics = log_artifact = log_dict = log_figure = log_text = set_tags = _noop
     log_file_dataset = log_table_dataset = _noop
+
+    def artifact_uri(self, run_id, artifact_path):
+        return None  # nothing is uploaded: consumers read the producer's local path
+
+    def download_artifacts(self, uri, dst_dir):
+        raise TrackingError(f"cannot download {uri}: no MLflow tracker in this process (NullTracker)")
 
     def register_hf_model(self, run_id, model_dir, registered_name, *, metrics, tags, description,
                           params=None):
@@ -356,15 +371,27 @@ class MlflowTracker:
 
     # artifacts
     def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None:
-        with self._guard(f"upload {local_path}"):
+        with self._guard(f"upload {local_path}"), _scrubbed_copy(local_path) as local_path:
             if Path(local_path).is_dir():
                 self.client.log_artifacts(run_id, str(local_path), artifact_path)
             else:
                 self.client.log_artifact(run_id, str(local_path), artifact_path)
 
+    def artifact_uri(self, run_id: str, artifact_path: str) -> str:
+        """A URI any process that knows the tracking server can download from (``runs:/<id>/<path>``)."""
+        return f"runs:/{run_id}/{artifact_path.strip('/')}"
+
+    def download_artifacts(self, uri: str, dst_dir: str | Path) -> Path:
+        """Download ``uri`` (file or directory) into ``dst_dir``; returns the local path of what it names."""
+        import mlflow.artifacts
+
+        with self._guard(f"download {uri}"):
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst_dir),
+                                                            tracking_uri=self.tracking_uri))
+
     def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None:
         with self._guard(f"log {artifact_file}"):
-            self.client.log_dict(run_id, obj, artifact_file)
+            self.client.log_dict(run_id, redact_value("", obj), artifact_file)
 
     def log_figure(self, run_id: str, fig: Any, artifact_file: str) -> None:
         with self._guard(f"log {artifact_file}"):
@@ -372,7 +399,7 @@ class MlflowTracker:
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         with self._guard(f"log {artifact_file}"):
-            self.client.log_text(run_id, text, artifact_file)
+            self.client.log_text(run_id, scrub_text(text), artifact_file)
 
     # models and registry
     def register_hf_model(self, run_id: str, model_dir: str | Path, registered_name: str, *,
@@ -422,7 +449,7 @@ class MlflowTracker:
             version_tags = {**str_tags, **{f"metric.{k}": f"{float(v):.6g}" for k, v in metrics.items()}}
             mv = self.client.create_model_version(
                 registered_name, f"models:/{model_id}", run_id=run_id, tags=version_tags,
-                description=description, model_id=model_id)
+                description=scrub_text(description), model_id=model_id)
             version = mv.version
             self.client.set_logged_model_tags(model_id, {"mlflow.modelVersions": json.dumps(
                 [{"name": registered_name, "version": str(version)}])})
@@ -481,7 +508,7 @@ class MlflowTracker:
         from mlflow.entities import DatasetInput, InputTag
 
         input_tags = [InputTag("mlflow.data.context", context)]
-        input_tags += [InputTag(f"hps.{k}", str(v)[:MAX_INPUT_TAG_LEN]) for k, v in tags.items()]
+        input_tags += [InputTag(f"hps.{k}", scrub_text(str(v))[:MAX_INPUT_TAG_LEN]) for k, v in tags.items()]
         with self._guard(f"log dataset {dataset.name!r}"):
             self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), input_tags)])
 
@@ -508,7 +535,40 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def _str_dict(d: Mapping[str, Any] | None) -> dict[str, str]:
-    return {str(k): str(v) for k, v in (d or {}).items()}
+    """Tags as strings, secrets masked (``hps_core.redaction``)."""
+    secrets = secret_values()
+    return {str(k): redact_value(str(k), str(v), secrets) for k, v in (d or {}).items()}
+
+
+TEXT_SUFFIXES = (".json", ".md", ".txt", ".html", ".yaml", ".yml", ".csv", ".log", ".toml")
+
+
+@contextlib.contextmanager
+def _scrubbed_copy(local_path: str | Path) -> Iterator[Path]:
+    """``local_path`` itself, or, when one of its text files holds a secret value, a copy with the secrets
+    masked (``hps_core.redaction``), so the upload never carries them. Binary files go as they are."""
+    path = Path(local_path)
+    secrets = secret_values()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    dirty = {}
+    for f in files:
+        if secrets and f.suffix.lower() in TEXT_SUFFIXES:
+            text = f.read_text(encoding="utf-8", errors="replace")
+            clean = scrub_text(text, secrets)
+            if clean != text:
+                dirty[f] = clean
+    if not dirty:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="hps-scrubbed-") as tmp:
+        copy = Path(tmp, path.name)
+        if path.is_dir():
+            shutil.copytree(path, copy, copy_function=_link_or_copy)
+        for f, clean in dirty.items():
+            target = copy if path.is_file() else copy / f.relative_to(path)
+            target.unlink(missing_ok=True)  # a hard link: replace, never write through to the original
+            target.write_text(clean, encoding="utf-8")
+        yield copy
 
 
 def _dataset_source(path: str) -> Any:
