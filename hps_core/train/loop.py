@@ -12,13 +12,23 @@ Metrics per logging window, under TRL's names where TRL has one: the loss functi
 window's examples (``loss``, ``rewards/*``, ``logps/*``, ``gamma``), plus ``grad_norm`` (before
 clipping, last step of the window), ``lr`` (the rate the last step used), ``tokens_per_s`` (non-padding
 tokens over compute time: logging and checkpoint writes excluded) and ``step_time_s``.
+
+Under torch.distributed (a process group initialised, e.g. by torchrun; see ``hps_core.train.distributed``)
+every rank runs the same plan: each optimizer step's examples are split across the ranks, the model is
+wrapped in DistributedDataParallel (``no_sync`` for all but the last micro-batch of a step) with a SUM
+communication hook, so the clipped, applied gradient is the single-process gradient of the same global
+step. Metrics are summed across ranks before logging; only rank 0 logs, shows progress and writes
+checkpoints; every rank resumes from them. One process stays exactly as it was (no wrapper, no collectives).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +37,7 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from hps_core.train import distributed
 from hps_core.train.checkpoint import (
     CheckpointMismatch,
     checkpoint_meta,
@@ -119,6 +130,8 @@ def train_loop(
     With ``checkpoint_dir``, a checkpoint is written every ``settings.checkpoint_every`` optimizer steps and
     the run resumes from the latest one found there, provided it was written by the same run (same
     settings, same plan shape, same ``run_key``); a checkpoint of another run is an error, never reused.
+    The plan is the global one whatever the number of processes, so a checkpoint written by one process
+    resumes under DDP and vice versa.
     """
     if isinstance(micro_batches, StepPlan):
         steps = [list(s) for s in micro_batches]
@@ -147,21 +160,38 @@ def train_loop(
             )
         load_model_state(ckpt, model)
         start_step = load_trainer_state(ckpt, optimizer, scheduler)
+        print(f"{settings.description}: resumed from checkpoint at step {start_step}/{total_steps} ({ckpt})")
+    if len(set(resumed_at := distributed.gather(start_step))) > 1:  # every rank raises: none waits in a collective
+        raise CheckpointMismatch(
+            f"{settings.description}: the ranks resume from different steps {resumed_at}; every rank must see the same "
+            f"checkpoint directory {checkpoint_dir} (on several nodes: a shared filesystem)"
+        )
 
     autocast = autocast_for(model)
     model.train()
+    dist_ctx = distributed.current()
+    forward = _data_parallel(model, loss_fn) if dist_ctx.enabled else (lambda mb: loss_fn(model, mb))
     window: dict[str, float] = {}
     window_n, window_tokens, window_time, window_steps = 0, 0, 0.0, 0
     last: dict[str, float] = {}
-    progress = tqdm(range(start_step, total_steps), desc=settings.description, initial=start_step, total=total_steps)
+    progress = tqdm(range(start_step, total_steps), desc=settings.description, initial=start_step, total=total_steps,
+                    disable=not dist_ctx.is_main)
     for step in progress:
         group = steps[step]
         n_step = sum(_n_examples(mb) for mb in group)
         started = time.perf_counter()
-        for mb in group:
-            with autocast():
-                loss_sum, n, metric_sums, n_tokens = loss_fn(model, mb)
-            (loss_sum / n_step).backward()
+        mine = distributed.shard_step(group, dist_ctx.rank, dist_ctx.world_size)
+        # A rank with no example of this step still joins the gradient all-reduce: it back-propagates a
+        # zero-weighted stand-in (gradients 0, metrics dropped).
+        batches = mine or distributed.stand_in(group)
+        for i, mb in enumerate(batches):
+            accumulate_only = dist_ctx.enabled and i < len(batches) - 1  # all-reduce once, after the last
+            with forward.no_sync() if accumulate_only else contextlib.nullcontext():
+                with autocast():
+                    loss_sum, n, metric_sums, n_tokens = forward(mb)
+                (loss_sum / n_step if mine else loss_sum * 0.0).backward()
+            if not mine:
+                continue
             window_n += n
             window_tokens += n_tokens
             window["loss"] = window.get("loss", 0.0) + float(loss_sum.detach())
@@ -177,6 +207,10 @@ def train_loop(
         window_steps += 1
         done = step + 1
         if done % settings.log_every == 0 or done == total_steps:
+            if dist_ctx.enabled:  # every rank's sums; the window's time is rank 0's (ranks step in lock-step)
+                totals = distributed.sum_across_ranks({**window, _N: window_n, _TOKENS: window_tokens})
+                window_n, window_tokens = int(totals.pop(_N)), int(totals.pop(_TOKENS))
+                window = totals
             last = {k: v / max(window_n, 1) for k, v in window.items()}
             last.update(
                 {
@@ -187,15 +221,60 @@ def train_loop(
                 }
             )
             progress.set_postfix(loss=f"{last['loss']:.4f}")
-            if log_fn is not None:
+            if log_fn is not None and dist_ctx.is_main:
                 log_fn(last, done)
             window, window_n, window_tokens, window_time, window_steps = {}, 0, 0, 0.0, 0
         if checkpoint_dir is not None and settings.checkpoint_every and done % settings.checkpoint_every == 0:
-            save_checkpoint(checkpoint_dir, model, optimizer, scheduler, done, {"fingerprint": fingerprint})
+            if dist_ctx.is_main:
+                save_checkpoint(checkpoint_dir, model, optimizer, scheduler, done, {"fingerprint": fingerprint})
+            distributed.barrier()  # no rank runs ahead of a checkpoint it might have to resume from
+            _maybe_inject_kill(settings.description, done)
     progress.close()
+    del forward  # releases the DDP wrapper (its reducer and gradient hooks) before the caller saves
     model.eval()
     return {**last, "steps": float(total_steps), "resumed_from_step": float(start_step)}
 
 
+_N, _TOKENS = "\0examples", "\0tokens"  # window counters summed across ranks with the metric sums
+
+
+class _LossModule(torch.nn.Module):
+    """``loss_fn(model, micro_batch)`` as a module, so DDP's forward (which prepares its gradient reducer)
+    runs around exactly the computation the single-process loop does; ``model`` itself is untouched."""
+
+    def __init__(self, model, loss_fn: LossFn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, micro_batch):
+        return self.loss_fn(self.model, micro_batch)
+
+
+def _data_parallel(model, loss_fn: LossFn):
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    # No trained buffers (rotary tables are constants): skip DDP's buffer broadcast before every forward.
+    # torch 2.13 renamed the flag; pyproject allows torch from 2.4.
+    renamed = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    no_buffer_sync = {"forward_sync_buffers": False} if renamed else {"broadcast_buffers": False}
+    device = next(model.parameters()).device
+    ddp = DistributedDataParallel(
+        _LossModule(model, loss_fn),  # every rank holds the same start weights; DDP checks and broadcasts
+        device_ids=[device.index] if device.type == "cuda" else None,
+        **no_buffer_sync,
+    )
+    ddp.register_comm_hook(None, distributed.sum_gradients_hook)
+    return ddp
+
+
 def _n_examples(micro_batch: Any) -> int:
     return int(micro_batch["n_examples"]) if isinstance(micro_batch, dict) else len(micro_batch)
+
+
+def _maybe_inject_kill(description: str, step: int) -> None:
+    """Fault injection for the reliability tests: ``HPS_FAULT_KILL_AFTER_CHECKPOINT="<description>:<step>"``
+    SIGKILLs this process right after that checkpoint, exactly as ``kill -9`` would mid-training."""
+    if os.environ.get("HPS_FAULT_KILL_AFTER_CHECKPOINT") == f"{description}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from hps_core.config import ModelConfig, SFTConfig
+from hps_core.train import distributed
 from hps_core.train.batching import Encoder, collate, length_grouped_batches
 from hps_core.train.checkpoint import save_model_atomic
 from hps_core.train.logprobs import response_logps
@@ -42,7 +43,7 @@ def train_sft(
 
     torch.manual_seed(seed)
     model, tokenizer = load_for_training(
-        base_model, trust_remote_code=model_cfg.trust_remote_code,
+        base_model, trust_remote_code=model_cfg.trust_remote_code, allow_pickle=model_cfg.allow_pickle_weights,
         gradient_checkpointing=cfg.gradient_checkpointing, lora=cfg.lora,
     )
     encoder = Encoder(tokenizer, model_cfg.max_prompt_tokens, model_cfg.max_length)
@@ -63,8 +64,23 @@ def train_sft(
     settings = LoopSettings.from_stage(cfg, "sft")
     run_key = json.dumps([base_model, seed, len(encoded), model_cfg.max_prompt_tokens, model_cfg.max_length, cfg.lora.r])
     metrics = train_loop(model, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir, run_key=run_key)
-    save_model_atomic(export_model(model), tokenizer, out_dir)
+    if distributed.current().is_main:  # one writer under DDP; the other ranks wait for the finished directory
+        save_model_atomic(export_model(model), tokenizer, out_dir)
+    distributed.barrier()
     truncation = encoder.counter.as_metrics("sft")
-    if log_fn is not None:
+    if log_fn is not None and distributed.current().is_main:
         log_fn(truncation, int(metrics["steps"]))
     return {**metrics, **truncation, "sft/examples_per_epoch": float(len(encoded))}
+
+
+def adopt_base_as_sft(base_model: str, model_cfg: ModelConfig, out_dir: Path) -> dict[str, float]:
+    """``sft.epochs = 0``: the base is already supervised-fine-tuned (the reference recipe starts from such
+    a model), so it becomes the SFT checkpoint as it is, re-saved as safetensors where later steps,
+    the reference pass and the registry expect it. Only rank 0 writes."""
+    from hps_core.models import load_causal_lm
+
+    if distributed.current().is_main:
+        model, tokenizer = load_causal_lm(base_model, trust_remote_code=model_cfg.trust_remote_code)
+        save_model_atomic(model, tokenizer, out_dir)
+    distributed.barrier()
+    return {"steps": 0.0, "adopted_base": 1.0}

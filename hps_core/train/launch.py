@@ -1,0 +1,193 @@
+"""Run one training stage (SFT or preference) in several processes on this node: torchrun + DDP.
+
+The pipeline calls :func:`train_stage`. With ``[resources] processes_per_node = 1`` it trains in the
+calling process, exactly as before; with N > 1 it writes the stage as a JSON spec (paths, the resolved
+config, seed) and runs
+
+    python -m torch.distributed.run --standalone --nproc-per-node N -m hps_core.train.launch <spec.json>
+
+as a subprocess of the step: N ranks, each on its own GPU (or CPU with gloo), trained data-parallel by
+``hps_core.train.loop``. Rank 0 appends the logged metrics to ``metrics.jsonl`` (forwarded to the step's
+logger while training runs) and writes the stage's result to ``result.json``; every rank's output goes
+to ``torchrun.log``, which a failure names. The same command runs a spec by hand.
+
+Across several nodes, Metaflow's ``@torchrun`` decorator (the ``metaflow-torchrun`` extension, with
+``@parallel``) starts torchrun on every node of a gang; its entry point would be this module with the same
+spec. That extension is not a dependency of this project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+STAGES = ("sft", "preference")
+LogFn = Callable[[dict[str, float], int], None]
+
+
+class StageFailed(RuntimeError):
+    """A rank of a multi-process training stage failed; the message names the log with every rank's output."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Everything a worker needs to run a stage: plain JSON, no pickles."""
+
+    stage: str  # "sft" | "preference"
+    config: dict  # the resolved PipelineConfig (to_dict)
+    model: str  # SFT: the base model; preference: the SFT model directory (also the reference)
+    groups_path: str
+    out_dir: str
+    seed: int
+    negatives_path: str | None = None  # preference only
+    cache_dir: str | None = None  # preference: where reference log-probs are cached
+    checkpoint_dir: str | None = None
+    metrics_log: str | None = None  # JSON lines {"step", "metrics"} appended by rank 0 while training
+    result_path: str | None = None  # the stage's returned metrics, written by rank 0 at the end
+
+
+def run_stage(cfg, spec: StageSpec, log_fn: LogFn | None) -> dict[str, float]:
+    """Train the stage in this process (one of N under torchrun, or the only one)."""
+    import pandas as pd
+
+    groups = pd.read_parquet(spec.groups_path)
+    optional = lambda p: Path(p) if p is not None else None  # noqa: E731
+    common = dict(seed=spec.seed, log_fn=log_fn, checkpoint_dir=optional(spec.checkpoint_dir))
+    if spec.stage == "sft":
+        from hps_core.train.sft import train_sft
+
+        return train_sft(spec.model, groups, cfg.model, cfg.sft, Path(spec.out_dir), **common)
+    if spec.stage == "preference":
+        from hps_core.train.preference import train_preference
+
+        negatives = pd.read_parquet(spec.negatives_path)
+        return train_preference(spec.model, groups, negatives, cfg.model, cfg.hps, Path(spec.out_dir),
+                                cache_dir=optional(spec.cache_dir), **common)
+    raise ValueError(f"unknown training stage {spec.stage!r}; valid: {', '.join(STAGES)}")
+
+
+def train_stage(
+    stage: str,
+    cfg,
+    model: str,
+    groups_path: str | Path,
+    out_dir: str | Path,
+    *,
+    seed: int,
+    work_dir: str | Path,
+    log_fn: LogFn | None = None,
+    checkpoint_dir: str | Path | None = None,
+    negatives_path: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> dict[str, float]:
+    """Train ``stage`` in ``cfg.resources.processes_per_node`` processes; ``work_dir`` holds the spec and
+    logs of a multi-process run. Returns the stage's metrics (rank 0's, which are reduced over ranks)."""
+    text = lambda p: str(p) if p is not None else None  # noqa: E731
+    spec = StageSpec(stage, cfg.to_dict(), str(model), str(groups_path), str(out_dir), seed,
+                     negatives_path=text(negatives_path), cache_dir=text(cache_dir), checkpoint_dir=text(checkpoint_dir))
+    processes = cfg.resources.processes_per_node
+    if processes == 1:
+        return run_stage(cfg, spec, log_fn)
+    return launch(spec, processes, Path(work_dir), log_fn)
+
+
+def launch(spec: StageSpec, processes: int, work_dir: Path, log_fn: LogFn | None = None, poll_s: float = 1.0) -> dict[str, float]:
+    """Run ``spec`` under torchrun with ``processes`` ranks on this node and wait; forward rank 0's logged
+    metrics to ``log_fn`` as they arrive. Raises :class:`StageFailed` naming the log if any rank fails."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    metrics_log, result_path, log_path = work_dir / "metrics.jsonl", work_dir / "result.json", work_dir / "torchrun.log"
+    for stale in (metrics_log, result_path):
+        stale.unlink(missing_ok=True)
+    spec = StageSpec(**{**asdict(spec), "metrics_log": str(metrics_log), "result_path": str(result_path)})
+    spec_path = work_dir / "spec.json"
+    spec_path.write_text(json.dumps(asdict(spec), indent=2))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "hps_core.train.launch", str(spec_path)]
+    forwarded = 0
+    with open(log_path, "w") as log:
+        log.write(" ".join(command) + "\n")
+        log.flush()
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                code = proc.poll()
+                forwarded = _forward(metrics_log, forwarded, log_fn)
+                if code is not None:
+                    break
+                time.sleep(poll_s)
+        finally:
+            if proc.poll() is None:  # the caller failed or was interrupted: take the ranks down with it
+                proc.terminate()
+                proc.wait(timeout=60)
+    if code != 0 or not result_path.is_file():
+        lines = [ln for ln in log_path.read_text(errors="replace").splitlines(keepends=True) if ln.strip(" ^~\n")]
+        tail = "".join(lines[-20:])  # ends with torchrun's summary of the first failed rank
+        raise StageFailed(
+            f"{spec.stage} training in {processes} processes failed (torchrun exit code {code}); every rank's "
+            f"output is in {log_path}. Its last lines:\n{tail}"
+        )
+    return json.loads(result_path.read_text())
+
+
+def _forward(metrics_log: Path, offset: int, log_fn: LogFn | None) -> int:
+    """Hand the complete lines of ``metrics_log`` after byte ``offset`` to ``log_fn``; return the new offset."""
+    if not metrics_log.is_file():
+        return offset
+    with open(metrics_log, "rb") as fh:
+        fh.seek(offset)
+        chunk = fh.read()
+    complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next poll
+    for line in complete.decode().splitlines():
+        if log_fn is not None:
+            record = json.loads(line)
+            log_fn(record["metrics"], record["step"])
+    return offset + len(complete)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    from hps_core.config import PipelineConfig
+    from hps_core.train import distributed
+
+    parser = argparse.ArgumentParser(description="Run one training stage from a JSON spec (under torchrun).")
+    parser.add_argument("spec", type=Path)
+    args = parser.parse_args(argv)
+    spec = StageSpec(**json.loads(args.spec.read_text()))
+    cfg = PipelineConfig.from_dict(spec.config, source=str(args.spec))
+
+    @record  # torchrun's failure summary then carries the rank's traceback
+    def worker() -> None:
+        ctx = distributed.init_from_env()
+        try:
+            log_file = open(spec.metrics_log, "a") if spec.metrics_log else None
+            try:
+                def log_fn(metrics: dict[str, float], step: int) -> None:  # the trainer calls it on rank 0 only
+                    if log_file is not None:
+                        log_file.write(json.dumps({"step": step, "metrics": metrics}) + "\n")
+                        log_file.flush()
+
+                result = run_stage(cfg, spec, log_fn)
+            finally:
+                if log_file is not None:
+                    log_file.close()
+            if ctx.is_main and spec.result_path:
+                tmp = Path(spec.result_path).with_suffix(f".tmp-{os.getpid()}")
+                tmp.write_text(json.dumps(result))
+                tmp.replace(spec.result_path)
+        finally:
+            distributed.shutdown()
+
+    worker()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
