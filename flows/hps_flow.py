@@ -109,6 +109,8 @@ class HPSFlow(FlowSpec):
             "raw_file_digests": ";".join(f"{os.path.basename(p)}={d}" for p, d in self.validation["raw_files"].items()),
             "contract_suites": ";".join(f"{k}@{v}" for k, v in self.validation["contract"]["suites"].items()),
             "contract_result": "passed after quarantine" if self.validation["contract"]["quarantined"] else "passed",
+            "label_sources": ";".join(f"{k}={v}" for k, v in sorted(self.validation["label_sources"].items())),
+            **self.validation["upstream"],  # e.g. upstream.routing_run, upstream.ppm_version (routed data)
         }
         self.next(self.build_groups)
 

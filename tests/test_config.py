@@ -68,7 +68,8 @@ def test_ints_are_accepted_for_floats_and_missing_file_is_clear(tmp_path):
 
 def test_metaflow_parser_returns_full_resolved_dict():
     resolved = parse_config_text("[resources]\ngpu = 1\n")
-    assert resolved["resources"] == {"gpu": 1, "memory": 8000, "cpu": 2}
+    assert resolved["resources"] == {**PipelineConfig().to_dict()["resources"], "gpu": 1}  # defaults filled in
+    assert resolved["resources"]["memory"] == 8000 and resolved["resources"]["processes_per_node"] == 1
     assert set(resolved) == set(PipelineConfig().to_dict())
 
 

@@ -1,0 +1,152 @@
+"""Issue 7: the flow compiles to an Argo WorkflowTemplate whose resources, image and schedule come from the
+config, without a cluster.
+
+``argo-workflows create --only-json`` prints the template instead of submitting it, but still uploads the
+code package, so a moto S3 server stands in for the bucket. Then the ``start`` step is run the way the
+template's pod runs it (its environment, the uploaded package, no ``--with kubernetes``), which checks
+that the deployed package carries the config and that steps on Kubernetes keep ``@kubernetes``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from hps_core.config import ConfigError, PipelineConfig, ScheduleConfig, load_config
+from tests.s3_server import read_object, s3_server
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOW = ROOT / "flows" / "hps_flow.py"
+ARGO_CONFIG = ROOT / "tests" / "configs" / "argo.toml"
+GPU_STEPS = {"train_sft", "train_hps", "train_reward_model", "evaluate"}
+CPU_STEPS = {"start", "validate", "build_groups", "register", "end"}
+METAFLOW_DEFAULT_IMAGE = "registry.example.com/metaflow-default:0"  # METAFLOW_KUBERNETES_CONTAINER_IMAGE
+
+
+@pytest.fixture(scope="module")
+def s3_env(tmp_path_factory):
+    with s3_server(tmp_path_factory.mktemp("s3"), bucket="hps-argo") as env:
+        yield env
+
+
+def _compile(config: Path, s3_env: dict[str, str], workdir: Path) -> dict:
+    env = {**os.environ, **s3_env, "METAFLOW_KUBERNETES_NAMESPACE": "hps-test",
+           "METAFLOW_KUBERNETES_CONTAINER_IMAGE": METAFLOW_DEFAULT_IMAGE, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(FLOW), "--config", "config", str(config),
+                           "argo-workflows", "create", "--only-json"],
+                          cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout)
+
+
+def _steps(template: dict) -> dict[str, dict]:
+    """Step name -> its container template."""
+    return {t["metadata"]["annotations"]["metaflow/step_name"]: t for t in template["spec"]["templates"]
+            if "metaflow/step_name" in t.get("metadata", {}).get("annotations", {})}
+
+
+@pytest.fixture(scope="module")
+def workflow(s3_env, tmp_path_factory) -> dict:
+    return _compile(ARGO_CONFIG, s3_env, tmp_path_factory.mktemp("argo-create"))
+
+
+def test_gpus_memory_and_cpu_only_on_training_and_evaluation_steps(workflow):
+    """[resources] gpu = 1, memory = 24000, cpu = 6 -> exactly the four @resources steps; the rest get no GPU
+    and Metaflow's small default pod."""
+    res = load_config(ARGO_CONFIG).resources
+    steps = _steps(workflow)
+    assert set(steps) == GPU_STEPS | CPU_STEPS
+    for name in GPU_STEPS:
+        r = steps[name]["container"]["resources"]
+        assert r["limits"].get("nvidia.com/gpu") == str(res.gpu), name
+        assert float(r["requests"]["memory"].removesuffix("M")) == res.memory, name
+        assert float(r["requests"]["cpu"]) == res.cpu, name
+    for name in CPU_STEPS:
+        r = steps[name]["container"]["resources"]
+        assert not any("gpu" in key for key in r["limits"] or {}), name
+        assert float(r["requests"]["memory"].removesuffix("M")) < res.memory, name
+
+
+def test_every_step_runs_the_config_image(workflow):
+    """resources.image wins over METAFLOW_KUBERNETES_CONTAINER_IMAGE, on every step."""
+    image = load_config(ARGO_CONFIG).resources.image
+    assert image != METAFLOW_DEFAULT_IMAGE
+    assert {name: t["container"]["image"] for name, t in _steps(workflow).items()} == {
+        name: image for name in GPU_STEPS | CPU_STEPS}
+
+
+def test_schedule_is_the_config_cron(workflow):
+    """[schedule] -> the cron Metaflow turns into a CronWorkflow on deploy (without --only-json)."""
+    schedule = load_config(ARGO_CONFIG).schedule
+    cron = json.loads(workflow["metadata"]["annotations"]["metaflow/cron"])
+    assert cron == {"schedule": schedule.cron, "tz": schedule.timezone} == {"schedule": "0 3 * * 1",
+                                                                            "tz": "Europe/Berlin"}
+    # The config is fixed at deploy time (it travels in the code package), so the template has no parameters.
+    assert workflow["spec"]["arguments"]["parameters"] == []
+
+
+def test_cron_must_have_five_fields():
+    """Metaflow keeps only the first 5 fields, so an AWS-style 6-field cron would deploy a different schedule
+    ("0 3 ? * MON *" -> "0 3 ? * MON"): refused at start-up instead."""
+    PipelineConfig(schedule=ScheduleConfig(cron="0 3 * * 1")).check()
+    with pytest.raises(ConfigError, match=r"schedule.cron = '0 3 \? \* MON \*' must have 5 fields"):
+        PipelineConfig(schedule=ScheduleConfig(cron="0 3 ? * MON *")).check()
+
+
+def test_empty_cron_and_image_mean_unscheduled_and_metaflow_default_image(s3_env, tmp_path):
+    """cron = "" -> no schedule at all (not @schedule's daily default); image = "" -> Metaflow's image."""
+    raw = tomllib.loads(ARGO_CONFIG.read_text())
+    config = tmp_path / "unscheduled.toml"
+    config.write_text(f"[resources]\ngpu = {raw['resources']['gpu']}\nimage = \"\"\n\n[schedule]\ncron = \"\"\n")
+    template = _compile(config, s3_env, tmp_path)
+    assert "metaflow/cron" not in template["metadata"]["annotations"]
+    assert {t["container"]["image"] for t in _steps(template).values()} == {METAFLOW_DEFAULT_IMAGE}
+
+
+def test_start_step_runs_as_its_pod_would_with_the_deployed_config(workflow, s3_env, tmp_path, hps_cache_dir,
+                                                                   mlflow_server_uri):
+    """The start template's environment and the uploaded code package, no config on the command line and no
+    --with kubernetes (Argo passes none: the image mutator owns @kubernetes): the step sees the deployed
+    config and records its pod, which only @kubernetes does. MLFLOW_TRACKING_URI stands in for the secret."""
+    start = _steps(workflow)["start"]["container"]
+    env_from_template = {e["name"]: e["value"].replace("{{workflow.name}}", "test")
+                         for e in start["env"] if e.get("value") is not None}
+    package = read_object(s3_env, env_from_template["METAFLOW_CODE_URL"])
+    pod_dir = tmp_path / "pod"
+    with tarfile.open(fileobj=io.BytesIO(package)) as tar:
+        tar.extractall(pod_dir, filter="data")
+    pod = {"METAFLOW_KUBERNETES_POD_NAME": "hpsflow-test-start", "METAFLOW_KUBERNETES_POD_NAMESPACE": "hps-test",
+           "METAFLOW_KUBERNETES_POD_ID": "0000", "METAFLOW_KUBERNETES_SERVICE_ACCOUNT_NAME": "default",
+           "METAFLOW_KUBERNETES_NODE_IP": "10.0.0.1"}
+    keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    env = {**keep, **s3_env, **env_from_template, **pod, "MLFLOW_TRACKING_URI": mlflow_server_uri,
+           "HPS_CACHE_DIR": str(hps_cache_dir),
+           "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PYTHONPATH": str(pod_dir / ".mf_code"), "METAFLOW_EXTRACTED_ROOT": str(pod_dir)}
+    run_id = env_from_template["METAFLOW_RUN_ID"]
+    top = [sys.executable, "hps_flow.py", "--quiet", "--metadata=local", "--environment=local", "--datastore=s3",
+           f"--datastore-root={env['METAFLOW_DATASTORE_SYSROOT_S3']}", "--no-pylint"]
+    for args in (["init", "--run-id", run_id, "--task-id", "t-params"],
+                 ["step", "start", "--run-id", run_id, "--task-id", "t-start", "--input-paths",
+                  f"{run_id}/_parameters/t-params"]):
+        done = subprocess.run(top + args, cwd=pod_dir, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+
+    read = ("import json; from metaflow import Task, namespace; namespace(None); "
+            f"t = Task('HPSFlow/{run_id}/start/t-start'); "
+            "print(json.dumps({'pod': t.metadata_dict.get('kubernetes-pod-name'), "
+            "'config': t['resolved_config'].data}))")
+    done = subprocess.run([sys.executable, "-c", read], cwd=pod_dir, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-4000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["pod"] == "hpsflow-test-start"
+    assert seen["config"] == json.loads(json.dumps(load_config(ARGO_CONFIG).to_dict()))
