@@ -82,6 +82,9 @@ class TinyModelConfig:
 class ModelConfig:
     base: str = "tiny"  # "tiny" builds the local default model; else a hub id or a local directory
     trust_remote_code: bool = False  # never on unless opted in: it runs code shipped with the model
+    # Pickle weights (*.bin/*.pt without *.safetensors) are refused: unpickling runs code from whoever made
+    # the file. true loads them anyway (a checkpoint you made yourself); outputs are saved as safetensors.
+    allow_pickle_weights: bool = False
     max_prompt_tokens: int = 64
     max_length: int = 128  # prompt + response tokens; longer responses are truncated (counted)
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
@@ -116,7 +119,7 @@ class TrainStageConfig:
 
 @dataclass(frozen=True)
 class SFTConfig(TrainStageConfig):
-    epochs: int = 6
+    epochs: int = 6  # 0: the base model is already supervised-fine-tuned; it is used as the SFT checkpoint
     batch_size: int = 32
     lr: float = 3e-3
     warmup_ratio: float = 0.05
@@ -147,6 +150,9 @@ class PreferenceTrainConfig(TrainStageConfig):
 @dataclass(frozen=True)
 class RewardModelConfig:
     path: str = ""  # hub id or directory of a sequence-classification model; empty: train one in the flow
+    # Opt-ins for `path` only, per model (a trained reward model follows model.*): see ModelConfig.
+    trust_remote_code: bool = False
+    allow_pickle_weights: bool = False
     epochs: int = 3
     batch_size: int = 32
     lr: float = 1e-3
@@ -173,6 +179,9 @@ class EvaluateConfig:
     bootstrap_samples: int = 1000
     harm_judge: str = "rule"  # "rule" (generated world) | "reward_threshold:<x>" | classifier hub id or path
     harm_label: str = ""  # classifier judge: the label meaning harmful; "" = the one named harmful/unsafe/toxic
+    # Opt-ins for a classifier harm_judge only, per model: see ModelConfig.
+    harm_judge_trust_remote_code: bool = False
+    harm_judge_allow_pickle_weights: bool = False
     extra_sets: tuple[EvalSetConfig, ...] = ()  # more eval sets ([[evaluate.extra_sets]]), each reported alone
 
 
@@ -194,6 +203,20 @@ class ResourcesConfig:
     gpu: int = 0  # GPUs per training/eval step on a cluster (ignored on a laptop)
     memory: int = 8000  # MB per training/eval step on a cluster
     cpu: int = 2
+    # Processes that train SFT and preference data-parallel (DDP via torchrun) on the step's node; on a
+    # cluster usually the GPU count (one process per GPU). 1 = train in the step's own process.
+    processes_per_node: int = 1
+    # Container image of every step on Kubernetes (argo-workflows create); "" = Metaflow's configured
+    # METAFLOW_KUBERNETES_CONTAINER_IMAGE. `--with kubernetes:image=...` on the command line wins.
+    image: str = ""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    # When the deployed flow (argo-workflows create) runs by itself: 5-field cron, e.g. "0 3 * * 1" for
+    # Mondays 03:00. "" = not scheduled (trigger it by hand). Local `run` ignores this section.
+    cron: str = ""
+    timezone: str = ""  # IANA name such as "Europe/Berlin"; "" = the Argo controller's time zone
 
 
 @dataclass(frozen=True)
@@ -207,6 +230,7 @@ class PipelineConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "<dict>") -> "PipelineConfig":
@@ -234,6 +258,23 @@ class PipelineConfig:
                                   ("ultrafeedback_score", self.data.ultrafeedback_score, tuple(SCORE_FIELDS))):
             if value not in valid:
                 raise ConfigError(f"{source}: data.{key} = {value!r}; valid: {', '.join(valid)}")
+        if self.data.columns != ColumnMappingConfig() and self.data.format != "generic":
+            raise ConfigError(f"{source}: [data.columns] is set but data.format = {self.data.format!r}; the column "
+                              "mapping is read only with data.format = \"generic\": set that, or remove [data.columns]")
+        classifier_judge = self.evaluate.harm_judge not in ("rule", "") and not self.evaluate.harm_judge.startswith(
+            "reward_threshold:")
+        for model_key, loads_model, opt_ins in (
+            ("reward_model.path", bool(self.reward_model.path),
+             {"reward_model.trust_remote_code": self.reward_model.trust_remote_code,
+              "reward_model.allow_pickle_weights": self.reward_model.allow_pickle_weights}),
+            ("evaluate.harm_judge", classifier_judge,
+             {"evaluate.harm_judge_trust_remote_code": self.evaluate.harm_judge_trust_remote_code,
+              "evaluate.harm_judge_allow_pickle_weights": self.evaluate.harm_judge_allow_pickle_weights})):
+            for key, on in opt_ins.items():
+                if on and not loads_model:  # an opt-in that cannot apply is a misunderstanding, not a no-op
+                    base_key = "model." + key.rsplit(".", 1)[-1].removeprefix("harm_judge_")
+                    raise ConfigError(f"{source}: {key} = true, but {model_key} names no model to load; the opt-in "
+                                      f"applies to that model only (the base model's is {base_key}): remove it")
         if not 0.0 < self.data.eval_fraction < 1.0:
             raise ConfigError(f"{source}: data.eval_fraction must be in (0, 1), got {self.data.eval_fraction}")
         if self.model.max_prompt_tokens >= self.model.max_length:
@@ -269,6 +310,8 @@ class PipelineConfig:
         for section in ("sft", "hps"):
             sec = getattr(self, section)
             for name in ("epochs", "batch_size", "grad_accum_steps", "log_every"):
+                if name == "epochs" and section == "sft" and sec.epochs == 0:
+                    continue  # 0: the base is already an SFT model and becomes the SFT checkpoint as it is
                 if getattr(sec, name) < 1:
                     raise ConfigError(f"{source}: {section}.{name} must be >= 1, got {getattr(sec, name)}")
             from hps_core.train.lora import lora_problem
@@ -276,6 +319,12 @@ class PipelineConfig:
             problem = lora_problem(sec.lora, f"{source}: {section}.lora")
             if problem:
                 raise ConfigError(problem)
+        if self.resources.processes_per_node < 1:
+            raise ConfigError(f"{source}: resources.processes_per_node must be >= 1 (1 = no data parallelism), "
+                              f"got {self.resources.processes_per_node}")
+        if self.schedule.cron and len(self.schedule.cron.split()) != 5:
+            raise ConfigError(f"{source}: schedule.cron = {self.schedule.cron!r} must have 5 fields (minute hour "
+                              f"day-of-month month day-of-week), e.g. \"0 3 * * 1\"; \"\" = not scheduled")
         if self.hps.gamma_updates_per_epoch < 1:
             raise ConfigError(f"{source}: hps.gamma_updates_per_epoch must be >= 1, got {self.hps.gamma_updates_per_epoch}")
         from hps_core.eval_specs import check_evaluation_config

@@ -107,7 +107,8 @@ def evaluate_policies(ctx: "StepContext", groups: pd.DataFrame, policies: dict[s
     # Phase 2: the reward model and the judge over every generation (policies no longer in memory).
     scorer = RewardScorer.load(reward_dir, cfg.model, batch_size=ev.batch_size, reward_cfg=cfg.reward_model)
     judge = make_harm_judge(ev.harm_judge, harm_label=ev.harm_label, max_length=cfg.model.max_length,
-                            batch_size=ev.batch_size, trust_remote_code=cfg.model.trust_remote_code)
+                            batch_size=ev.batch_size, trust_remote_code=ev.harm_judge_trust_remote_code,
+                            allow_pickle=ev.harm_judge_allow_pickle_weights)
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     examples, implicit, figures, set_counts = [], [], {}, {}
     for es in sets:

@@ -143,10 +143,11 @@ class ClassifierHarmJudge:
 
     @classmethod
     def load(cls, path: str, *, harm_label: str = "", max_length: int = 512, batch_size: int = 32,
-             trust_remote_code: bool = False) -> "ClassifierHarmJudge":
+             trust_remote_code: bool = False, allow_pickle: bool = False) -> "ClassifierHarmJudge":
         from hps_core.models import load_reward_model
 
-        model, tokenizer = load_reward_model(path, trust_remote_code=trust_remote_code)
+        model, tokenizer = load_reward_model(path, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                                             config_key="evaluate.harm_judge")
         model.eval()
         index = harmful_label_index(model.config.id2label, harm_label)
         label = model.config.id2label[index]
@@ -172,7 +173,7 @@ class ClassifierHarmJudge:
 
 
 def make_harm_judge(spec: str, *, harm_label: str = "", max_length: int = 512, batch_size: int = 32,
-                    trust_remote_code: bool = False):
+                    trust_remote_code: bool = False, allow_pickle: bool = False):
     """The judge ``evaluate.harm_judge`` names: ``rule``, ``reward_threshold:<x>`` or a classifier id/path."""
     from hps_core.eval_specs import parse_harm_judge
 
@@ -182,4 +183,4 @@ def make_harm_judge(spec: str, *, harm_label: str = "", max_length: int = 512, b
     if kind == "reward_threshold":
         return RewardThresholdHarmJudge(float(arg))
     return ClassifierHarmJudge.load(str(arg), harm_label=harm_label, max_length=max_length, batch_size=batch_size,
-                                    trust_remote_code=trust_remote_code)
+                                    trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)

@@ -83,6 +83,32 @@ def lineage_record(tags: dict[str, str], *, validation: dict[str, Any] | None = 
     }
 
 
+SIDECAR_SUFFIX = ".lineage.json"  # <raw file>.lineage.json: what produced a raw file (the routing flow writes one)
+
+
+def upstream_lineage(raw_files: dict[str, str]) -> dict[str, str]:
+    """Lineage tags of the raw files' producers, prefixed ``upstream.``: for a raw file with a
+    ``<file>.lineage.json`` sidecar, the sidecar's ``tags`` (e.g. ``routing_run``, ``ppm_version``) when
+    its recorded ``sha256`` is the file's; ``upstream.stale`` names a file whose sidecar describes other
+    bytes (the file changed after its producer wrote it). Files without a sidecar add nothing."""
+    found: dict[str, list[str]] = {}
+    for path, digest in sorted(raw_files.items()):
+        sidecar = Path(f"{path}{SIDECAR_SUFFIX}")
+        if not sidecar.is_file():
+            continue
+        try:
+            record = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            found.setdefault("stale", []).append(Path(path).name)
+            continue
+        if record.get("sha256") != digest:
+            found.setdefault("stale", []).append(Path(path).name)
+            continue
+        for key, value in (record.get("tags") or {}).items():
+            found.setdefault(str(key), []).append(str(value))
+    return {f"upstream.{k}": ";".join(v) for k, v in found.items()}
+
+
 def _int_or_none(x: Any) -> int | None:
     return None if x is None else int(x)
 

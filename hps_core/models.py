@@ -28,6 +28,14 @@ class ModelLoadError(RuntimeError):
     """A model could not be loaded; the message names the model and what to do."""
 
 
+# The config key that names each model -> its opt-ins (hps_core.config), so a refusal names the key to set.
+OPT_IN_KEYS = {
+    "model.base": ("model.trust_remote_code", "model.allow_pickle_weights"),
+    "reward_model.path": ("reward_model.trust_remote_code", "reward_model.allow_pickle_weights"),
+    "evaluate.harm_judge": ("evaluate.harm_judge_trust_remote_code", "evaluate.harm_judge_allow_pickle_weights"),
+}
+
+
 def default_cache_dir() -> Path:
     """Where built tiny models are cached: ``$HPS_CACHE_DIR`` or ``~/.cache/hps_align``."""
     return Path(os.environ.get("HPS_CACHE_DIR", Path.home() / ".cache" / "hps_align"))
@@ -44,7 +52,7 @@ def train_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def _check_safetensors(path: Path, allow_pickle: bool) -> None:
+def _check_safetensors(path: Path, allow_pickle: bool, config_key: str = "model.base") -> None:
     """Refuse pickle-only checkpoints: unpickling runs arbitrary code from whoever made the file."""
     if not path.is_dir():
         return  # a hub id: transformers itself prefers safetensors; use_safetensors below enforces it
@@ -52,20 +60,27 @@ def _check_safetensors(path: Path, allow_pickle: bool) -> None:
     has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.pth"))
     if has_pickle and not has_safe and not allow_pickle:
         raise ModelLoadError(
-            f"{path} holds only pickle weights (*.bin/*.pt); they can run arbitrary code when loaded. "
-            "Convert them to safetensors (model.save_pretrained(dir, safe_serialization=True)) or opt in "
-            "explicitly in the config."
+            f"{path} ({config_key}) holds only pickle weights (*.bin/*.pt); they can run arbitrary code when "
+            "loaded. Convert them to safetensors (model.save_pretrained(dir, safe_serialization=True)), or, if "
+            f"you trust whoever made the file, set {_opt_in(config_key, pickle=True)} = true in the config."
         )
 
 
-def _resolve(name_or_path: str) -> str:
+def _opt_in(config_key: str, *, pickle: bool) -> str:
+    trust, allow = OPT_IN_KEYS.get(config_key, OPT_IN_KEYS["model.base"])
+    return allow if pickle else trust
+
+
+def _resolve(name_or_path: str, config_key: str = "model.base") -> str:
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ModelLoadError(f"{path} exists but has no config.json: it is not a Hugging Face model directory")
+            raise ModelLoadError(f"{path} ({config_key}) exists but has no config.json: it is not a Hugging Face "
+                                 f"model directory; point {config_key} at the directory holding config.json")
         return str(path.resolve())
     if name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path.strip("/").replace("/", "", 1):
-        raise ModelLoadError(f"model path {name_or_path} does not exist")
+        raise ModelLoadError(f"model path {name_or_path} ({config_key}) does not exist; set {config_key} to an "
+                             "existing Hugging Face model directory or a hub id such as 'Qwen/Qwen2.5-0.5B-Instruct'")
     return name_or_path  # a hub id such as "Qwen/Qwen2.5-0.5B-Instruct"
 
 
@@ -84,11 +99,13 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
     return tok
 
 
-def _load(auto_class, what: str, name_or_path: str, *, device, dtype, trust_remote_code, allow_pickle, **kwargs):
-    """The one from_pretrained call behind every model: safetensors only unless opted in, clear errors."""
+def _load(auto_class, what: str, name_or_path: str, *, device, dtype, trust_remote_code, allow_pickle,
+          config_key: str = "model.base", **kwargs):
+    """The one from_pretrained call behind every model: safetensors only and no code shipped with the
+    model unless the config opts in (``config_key`` names the model's key, so an error names the opt-in)."""
     device = device or pick_device()
-    source = _resolve(name_or_path)
-    _check_safetensors(Path(source), allow_pickle)
+    source = _resolve(name_or_path, config_key)
+    _check_safetensors(Path(source), allow_pickle, config_key)
     try:
         model = auto_class.from_pretrained(
             source,
@@ -98,7 +115,14 @@ def _load(auto_class, what: str, name_or_path: str, *, device, dtype, trust_remo
             **kwargs,
         )
     except (OSError, ValueError) as err:
-        raise ModelLoadError(f"could not load {what} {name_or_path!r}: {err}") from err
+        hint = ""
+        if "trust_remote_code" in str(err) and not trust_remote_code:
+            hint = (f" The model ships its own Python code, which is not run unless the config says so: if you "
+                    f"trust it, set {_opt_in(config_key, pickle=False)} = true.")
+        elif not allow_pickle and ".safetensors" in str(err):
+            hint = (f" Only safetensors weights are loaded; if the model has only pickle weights (*.bin) and you "
+                    f"trust whoever made them, set {_opt_in(config_key, pickle=True)} = true.")
+        raise ModelLoadError(f"could not load {what} {name_or_path!r} ({config_key}): {err}{hint}") from err
     return model.to(device), load_tokenizer(source, trust_remote_code=trust_remote_code)
 
 
@@ -109,12 +133,13 @@ def load_causal_lm(
     dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    config_key: str = "model.base",
 ):
     """Load a causal LM and its tokenizer (hub id or directory), safetensors only by default."""
     from transformers import AutoModelForCausalLM
 
     return _load(AutoModelForCausalLM, "causal LM", name_or_path, device=device, dtype=dtype,
-                 trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+                 trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, config_key=config_key)
 
 
 def load_reward_model(
@@ -125,13 +150,15 @@ def load_reward_model(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     num_labels: int | None = None,
+    config_key: str = "reward_model.path",
 ):
     """Load a sequence-classification reward model (or initialise its head from a causal LM directory)."""
     from transformers import AutoModelForSequenceClassification
 
     kwargs = {"num_labels": num_labels} if num_labels is not None else {}
     model, tok = _load(AutoModelForSequenceClassification, "reward model", name_or_path, device=device, dtype=dtype,
-                       trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, **kwargs)
+                       trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, config_key=config_key,
+                       **kwargs)
     if model.config.pad_token_id is None:  # needed to find the last token of each padded sequence
         model.config.pad_token_id = tok.pad_token_id
     return model, tok

@@ -55,6 +55,7 @@ def validate(ctx: StepContext) -> dict[str, Any]:
     from data_contracts import ContractViolation, enforce_contracts
     from hps_core.data import load_canonical, table_digest
     from hps_core.data.validation import card_markdown, contract_bounds, write_and_log
+    from hps_core.lineage import upstream_lineage
 
     data_cfg = ctx.cfg.data
     raw = load_canonical(data_cfg, ctx.cfg.run.seed, ctx.path("data"))
@@ -82,6 +83,9 @@ def validate(ctx: StepContext) -> dict[str, Any]:
         "counts": outcome.counts,
         "contract_files": paths,
         "report_markdown": card_markdown(report, outcome.counts, raw.load_report),
+        # who labelled the data (prompts per label_source) and what produced the raw files (sidecars)
+        "label_sources": {str(k): int(v) for k, v in table.groupby("label_source")["prompt_id"].nunique().items()},
+        "upstream": upstream_lineage(raw.raw_files),
     }
 
 
@@ -154,10 +158,15 @@ def train_sft(ctx: StepContext, groups: Ref, base_model: Ref) -> dict[str, Any]:
     groups_path, base_model = local(ctx, groups), local(ctx, base_model)
     out = ctx.path("models", "sft")
     with ctx.child("train_sft") as run_id:
-        metrics = train_stage(  # in this process, or data-parallel under torchrun ([resources] processes_per_node)
-            "sft", ctx.cfg, base_model, groups_path, out, work_dir=ctx.run_dir / "torchrun" / "sft",
-            seed=ctx.cfg.run.seed, log_fn=ctx.metric_logger(run_id, "sft/"), checkpoint_dir=ctx.path("checkpoints", "sft"),
-        )
+        if ctx.cfg.sft.epochs == 0:  # the base is already an SFT model: it is the SFT checkpoint as it is
+            from hps_core.train.sft import adopt_base_as_sft
+
+            metrics = adopt_base_as_sft(base_model, ctx.cfg.model, out)
+        else:
+            metrics = train_stage(  # in this process, or data-parallel under torchrun ([resources] processes_per_node)
+                "sft", ctx.cfg, base_model, groups_path, out, work_dir=ctx.run_dir / "torchrun" / "sft",
+                seed=ctx.cfg.run.seed, log_fn=ctx.metric_logger(run_id, "sft/"), checkpoint_dir=ctx.path("checkpoints", "sft"),
+            )
         ctx.tracker.log_metrics(run_id, {f"sft/final_{k}" if "/" not in k else k: v for k, v in metrics.items()})
         model = publish(ctx, run_id, out, "sft")
     return {"model": model, "model_dir": str(out), "metrics": metrics}

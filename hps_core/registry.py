@@ -68,6 +68,11 @@ def register_models(ctx: "StepContext", sft_dir: str, hps_dir: str, metrics: dic
 def _register_one(ctx: "StepContext", run_name: str, model_dir: str, name: str, metrics: dict[str, float],
                   tags: dict[str, str], record: dict[str, Any], description: str,
                   validation: dict[str, Any] | None) -> RegisteredVersion:
+    # A resumed run whose register step failed after this model was registered must not register it twice.
+    key = {k: tags[k] for k in ("metaflow.pathspec", "stage") if k in tags}
+    if len(key) == 2 and (done := ctx.tracker.find_version(name, key)) is not None:
+        print(f"{done.model_uri} was already registered by {key['metaflow.pathspec']}; not registering it again")
+        return done
     with ctx.child(run_name) as run_id:
         ctx.tracker.log_params(run_id, {"config": ctx.cfg.to_dict()})
         log_datasets(ctx.tracker, run_id, validation)

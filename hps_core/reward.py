@@ -68,7 +68,12 @@ class RewardScorer:
         cls, path: str, model_cfg: ModelConfig, batch_size: int = 32, reward_cfg: RewardModelConfig | None = None
     ) -> "RewardScorer":
         reward_cfg = reward_cfg or RewardModelConfig()
-        model, tokenizer = load_reward_model(path, trust_remote_code=model_cfg.trust_remote_code)
+        if reward_cfg.path:  # the configured reward model: its own opt-ins
+            opt_ins = {"trust_remote_code": reward_cfg.trust_remote_code,
+                       "allow_pickle": reward_cfg.allow_pickle_weights, "config_key": "reward_model.path"}
+        else:  # trained in the flow from the base model (saved as safetensors): the base model's code opt-in
+            opt_ins = {"trust_remote_code": model_cfg.trust_remote_code, "config_key": "model.base"}
+        model, tokenizer = load_reward_model(path, **opt_ins)
         model.eval()
         return cls(
             model, tokenizer, model_cfg, batch_size,
@@ -177,7 +182,9 @@ def train_reward_model(
 ) -> dict[str, float]:
     """Train a Bradley-Terry reward model on the training groups; report held-out pairwise accuracy."""
     torch.manual_seed(seed)
-    model, tokenizer = load_reward_model(base_model, trust_remote_code=model_cfg.trust_remote_code, num_labels=1)
+    model, tokenizer = load_reward_model(base_model, trust_remote_code=model_cfg.trust_remote_code,
+                                         allow_pickle=model_cfg.allow_pickle_weights, num_labels=1,
+                                         config_key="model.base")
     scorer = RewardScorer(model, tokenizer, model_cfg)
     train = groups[groups["split"] == "train"].reset_index(drop=True)
     rng = np.random.default_rng([seed, 3])

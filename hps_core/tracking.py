@@ -126,6 +126,13 @@ def resolve_tracking_uri(default_dir: str | Path | None = None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if env:
         return env
+    if os.environ.get("METAFLOW_KUBERNETES_WORKLOAD"):
+        # Every step is its own pod: a local store would be a new, empty database per step.
+        raise TrackingError(
+            "MLFLOW_TRACKING_URI is not set in this Kubernetes pod, so MLflow would write to a local file that "
+            "dies with the pod. Put it in the Kubernetes secret named by METAFLOW_KUBERNETES_SECRETS "
+            "(infra/README.md, 'Secrets')."
+        )
     base = Path(default_dir) if default_dir is not None else Path.cwd()
     return f"sqlite:///{(base.expanduser().resolve() / 'mlflow.db').as_posix()}"
 
@@ -200,6 +207,10 @@ class Tracker(Protocol):
                           metrics: Mapping[str, float], tags: Mapping[str, Any], description: str,
                           params: Mapping[str, Any] | None = None) -> RegisteredVersion: ...
     def set_alias(self, name: str, alias: str, version: int | str) -> None: ...
+    def register_artifact_version(self, run_id: str, local_dir: str | Path, artifact_path: str,
+                                  registered_name: str, *, tags: Mapping[str, Any],
+                                  description: str) -> RegisteredVersion: ...
+    def find_version(self, name: str, tags: Mapping[str, str]) -> RegisteredVersion | None: ...
     def delete_alias(self, name: str, alias: str) -> None: ...
     def get_version_by_alias(self, name: str, alias: str) -> RegisteredVersion | None: ...
     def version_metrics(self, version: RegisteredVersion) -> dict[str, float]: ...
@@ -254,6 +265,10 @@ class NullTracker:
         return RegisteredVersion(registered_name, version, f"models:/{registered_name}/{version}",
                                  None, run_id)
 
+    def register_artifact_version(self, run_id, local_dir, artifact_path, registered_name, *, tags, description):
+        version = self._versions[registered_name] = self._versions.get(registered_name, 0) + 1
+        return RegisteredVersion(registered_name, version, f"models:/{registered_name}/{version}", None, run_id)
+
     def set_alias(self, name, alias, version):
         self._aliases[(name, alias)] = RegisteredVersion(name, int(version), f"models:/{name}/{version}",
                                                          None, None)
@@ -263,6 +278,9 @@ class NullTracker:
 
     def get_version_by_alias(self, name, alias):
         return self._aliases.get((name, alias))
+
+    def find_version(self, name, tags):
+        return None  # nothing persists between processes here
 
     def version_metrics(self, version):
         return dict(self._metrics.get(version.model_uri, {}))
@@ -282,23 +300,46 @@ class MlflowTracker:
         mlflow.set_registry_uri(self.tracking_uri)
         self.client = mlflow.MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
         with self._guard(f"open experiment {experiment_name!r}"):
-            exp = self.client.get_experiment_by_name(experiment_name)
-            self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
-                experiment_name, artifact_location=_local_artifact_root(self.tracking_uri))
+            self.experiment_id = self._get_or_create_experiment(experiment_name)
+
+    def _get_or_create_experiment(self, name: str) -> str:
+        """Two flows starting at once both find no experiment and both create it: the loser reads it."""
+        from mlflow.exceptions import MlflowException
+
+        exp = self.client.get_experiment_by_name(name)
+        if exp:
+            return exp.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=_local_artifact_root(self.tracking_uri))
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS" or not (exp := self.client.get_experiment_by_name(name)):
+                raise
+            return exp.experiment_id
 
     def _check_reachable(self) -> None:
-        """Fail fast (5 s) on a server that is down, instead of MLflow's minutes of retries."""
+        """Wait for a server that is briefly down (a restart, a network blip) with bounded retries and
+        exponential backoff (``HPS_MLFLOW_CONNECT_RETRIES``, default 5: 1+2+4+8 s), then fail with the URI,
+        instead of MLflow's own minutes of retries on every call."""
         if not self.tracking_uri.startswith(("http://", "https://")):
             return
-        try:
-            urllib.request.urlopen(self.tracking_uri.rstrip("/") + "/health", timeout=5).close()
-        except urllib.error.HTTPError:
-            pass  # reachable; auth proxies may not expose /health
-        except (urllib.error.URLError, OSError) as e:
-            raise TrackingError(
-                f"MLflow tracking server {self.tracking_uri} is unreachable ({e}). Start it (see "
-                "infra/), fix MLFLOW_TRACKING_URI, or unset it to use a local sqlite:///mlflow.db store."
-            ) from e
+        attempts = max(1, int(os.environ.get("HPS_MLFLOW_CONNECT_RETRIES", "5")))
+        for attempt in range(attempts):
+            try:
+                urllib.request.urlopen(self.tracking_uri.rstrip("/") + "/health", timeout=5).close()
+                return
+            except urllib.error.HTTPError:
+                return  # reachable; auth proxies may not expose /health
+            except (urllib.error.URLError, OSError) as e:
+                error = e
+                if attempt + 1 < attempts:
+                    log.warning("MLflow at %s unreachable (%s); retry %d/%d in %d s",
+                                self.tracking_uri, e, attempt + 1, attempts - 1, 2 ** attempt)
+                    time.sleep(2 ** attempt)
+        raise TrackingError(
+            f"MLflow tracking server {self.tracking_uri} is unreachable after {attempts} attempts ({error}). "
+            "Start it (see infra/), fix MLFLOW_TRACKING_URI, or unset it to use a local sqlite:///mlflow.db "
+            "store; then `resume` the flow: finished steps are not run again."
+        ) from error
 
     @contextlib.contextmanager
     def _guard(self, what: str) -> Iterator[None]:
@@ -444,8 +485,12 @@ class MlflowTracker:
             try:
                 self.client.get_registered_model(registered_name)
             except MlflowException:
-                self.client.create_registered_model(registered_name)
-                created_registered_model = True
+                try:
+                    self.client.create_registered_model(registered_name)
+                    created_registered_model = True
+                except MlflowException as e:  # another run created it just now: use theirs
+                    if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                        raise
             version_tags = {**str_tags, **{f"metric.{k}": f"{float(v):.6g}" for k, v in metrics.items()}}
             mv = self.client.create_model_version(
                 registered_name, f"models:/{model_id}", run_id=run_id, tags=version_tags,
@@ -460,6 +505,44 @@ class MlflowTracker:
                 f"(partial version removed): {e}") from e
         return RegisteredVersion(registered_name, int(version), f"models:/{registered_name}/{version}",
                                  model_id, run_id)
+
+    def find_version(self, name: str, tags: Mapping[str, str]) -> RegisteredVersion | None:
+        """The newest version of ``name`` carrying all ``tags`` (a resumed run finds what it registered)."""
+        from mlflow.exceptions import MlflowException
+
+        clauses = [f"name = '{name}'"] + [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        with self._guard(f"search versions of {name!r}"):
+            try:
+                found = self.client.search_model_versions(" and ".join(clauses))
+            except MlflowException as e:
+                if "RESOURCE_DOES_NOT_EXIST" in str(getattr(e, "error_code", "")):
+                    return None
+                raise
+        found = [v for v in found if v.status == "READY"]
+        if not found:
+            return None
+        v = max(found, key=lambda v: int(v.version))
+        return RegisteredVersion(name, int(v.version), f"models:/{name}/{v.version}", v.model_id, v.run_id)
+
+    def register_artifact_version(self, run_id: str, local_dir: str | Path, artifact_path: str,
+                                  registered_name: str, *, tags: Mapping[str, Any],
+                                  description: str) -> RegisteredVersion:
+        """Log the files of ``local_dir`` under ``artifact_path`` of ``run_id`` and register them as a new
+        version of ``registered_name`` (source ``runs:/<run>/<artifact_path>``): for small models that
+        are plain files rather than a pyfunc flavour, such as the routing flow's PPM (JSON coefficients).
+        ``mlflow.artifacts.download_artifacts("models:/<name>/<version>")`` gets the files back."""
+        from mlflow.exceptions import MlflowException
+
+        self.log_artifact(run_id, local_dir, artifact_path)
+        with self._guard(f"register {artifact_path} of run {run_id} as {registered_name!r}"):
+            try:
+                self.client.get_registered_model(registered_name)
+            except MlflowException:
+                self.client.create_registered_model(registered_name)
+            mv = self.client.create_model_version(registered_name, f"runs:/{run_id}/{artifact_path}", run_id=run_id,
+                                                  tags=_str_dict(tags), description=description)
+        return RegisteredVersion(registered_name, int(mv.version), f"models:/{registered_name}/{mv.version}",
+                                 None, run_id)
 
     def _undo_registration(self, name, version, created_registered_model, model_id) -> None:
         steps = [(version is not None, self.client.delete_model_version, (name, version)),

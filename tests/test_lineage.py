@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from hps_core.config import DataConfig, PipelineConfig, RegisterConfig
 from hps_core.data import load_canonical, table_digest
@@ -51,8 +52,10 @@ def setup(tmp_path, mlflow_server_uri):
     return cfg, tracker, validation, groups, lineage, raw
 
 
-def _register(setup, model_dir, hps_metrics, **cfg_changes):
+def _register(setup, model_dir, hps_metrics, run_id=None, **cfg_changes):
+    """One flow run's register step; each call is a new run unless ``run_id`` names one (a resume)."""
     cfg, tracker, validation, groups, lineage, _ = setup
+    lineage = {**lineage, "metaflow.pathspec": f"HPSFlow/{run_id or uuid.uuid4().hex[:8]}"}
     cfg = replace(cfg, register=replace(cfg.register, **cfg_changes))
     parent = tracker.create_parent_run("test-parent", tags=lineage)
     ctx = StepContext(cfg, Path("."), tracker, parent, dict(lineage))
@@ -85,6 +88,20 @@ def test_first_version_champion_second_judged_against_it(setup, tiny_model_dir, 
     third = _register(setup, tiny_model_dir, {**HPS_1, "margin_hardest": 0.75, "reward_mean": 0.95})
     v3 = reader.model_version(third["hps"])  # 0.75 > 0.5 and 0.95 >= 1.0 - 0.1 -> promoted
     assert v3["aliases"] == ["challenger", "champion"] and v3["tags"]["gate.decision"] == "promoted"
+
+
+def test_a_resumed_register_step_does_not_register_twice(setup, tiny_model_dir, mlflow_server_uri):
+    """The register step of run R failed after its models were registered; `resume` runs it again with
+    R's lineage (start is cloned): it finds R's versions instead of making a second pair."""
+    cfg, *_ = setup
+    first = _register(setup, tiny_model_dir, HPS_1, run_id="R")
+    again = _register(setup, tiny_model_dir, HPS_1, run_id="R")
+    assert again == first == {"sft": f"models:/{cfg.register.sft_name}/1", "hps": f"models:/{cfg.register.policy_name}/1",
+                              "alias": f"models:/{cfg.register.policy_name}@challenger"}
+    client = MlflowClient(mlflow_server_uri, registry_uri=mlflow_server_uri)
+    for name in (cfg.register.sft_name, cfg.register.policy_name):
+        assert [v.version for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
+    assert _register(setup, tiny_model_dir, HPS_1)["hps"] == f"models:/{cfg.register.policy_name}/2"  # a new run
 
 
 def test_lineage_walk_lists_every_link_and_verify_catches_a_flipped_byte(setup, tiny_model_dir, mlflow_server_uri,

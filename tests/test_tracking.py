@@ -87,6 +87,14 @@ def test_resolve_tracking_uri_default_and_env(tmp_path, monkeypatch):
     assert resolve_tracking_uri(tmp_path) == "http://mlflow.example:5000"
 
 
+def test_a_kubernetes_pod_without_a_tracking_uri_is_refused(monkeypatch):
+    # A local store in a pod is a fresh database per step: the run's lineage would be scattered and lost.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("METAFLOW_KUBERNETES_WORKLOAD", "1")
+    with pytest.raises(TrackingError, match="METAFLOW_KUBERNETES_SECRETS"):
+        resolve_tracking_uri()
+
+
 def test_flatten_params_dotted_stringified_truncated():
     flat = flatten_params({"train": {"lr": 1e-5, "sched": {"name": "cosine"}}, "seed": 3,
                            "long": "x" * 7000, "empty": {}, "k" * 300: 1})

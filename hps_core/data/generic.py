@@ -37,7 +37,8 @@ def check_mapping(options: dict[str, Any]) -> None:
             "(one row per response) or prompt_column, chosen_column and rejected_column (one row per pair); "
             f"given: {sorted(given) or 'none'} (config: [data.columns])")
     if long_shape <= given and {"chosen_column", "rejected_column"} & given:
-        raise ValueError("format 'generic': give response_column/score_column or chosen_column/rejected_column, not both")
+        raise ValueError("format 'generic': give response_column/score_column or chosen_column/rejected_column, "
+                         "not both (config: [data.columns])")
 
 
 def rows(record: dict[str, Any], where: str, *, source: str, prompt_column: str = "", response_column: str = "",

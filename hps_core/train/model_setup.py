@@ -21,12 +21,15 @@ from hps_core.models import load_causal_lm, pick_device, train_dtype
 from hps_core.train.lora import apply_lora, merge_adapters
 
 
-def load_for_training(path: str, *, trust_remote_code: bool, gradient_checkpointing: bool = False, lora=None):
-    """Load a causal LM (and tokenizer) ready for training, per the precision rules of this module."""
+def load_for_training(path: str, *, trust_remote_code: bool, gradient_checkpointing: bool = False, lora=None,
+                      allow_pickle: bool = False):
+    """Load a causal LM (and tokenizer) ready for training, per the precision rules of this module
+    (``allow_pickle``: ``model.allow_pickle_weights``, for the base model only)."""
     device = pick_device()
     use_lora = lora is not None and lora.r > 0
     dtype = train_dtype(device) if use_lora else torch.float32
-    model, tokenizer = load_causal_lm(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    model, tokenizer = load_causal_lm(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                      allow_pickle=allow_pickle)
     if gradient_checkpointing:
         # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
         # transformers renamed the method in 5.x (the old name warns and goes in v6); pyproject allows both.

@@ -1,0 +1,33 @@
+"""Every hps_flow config shipped in flows/configs/ parses, and the production one carries the reference recipe."""
+
+from pathlib import Path
+
+import pytest
+
+from hps_core.config import load_config
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "flows" / "configs"
+CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.toml") if not p.name.startswith("routing"))  # hps_flow's own
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_parses(path):
+    load_config(path)
+
+
+def test_production_config_is_the_reference_recipe():
+    cfg = load_config(CONFIG_DIR / "production.toml")
+    hps = cfg.hps
+    assert (hps.method, hps.beta, hps.label_smoothing, hps.epochs) == ("dpo-hps", 0.25, 0.1, 2)
+    assert hps.batch_size * hps.grad_accum_steps == 128  # effective batch, split across DDP ranks
+    assert cfg.sft.epochs == 0 and "/" in cfg.model.base  # an SFT model by hub id is the start and reference
+    assert (cfg.model.max_prompt_tokens, cfg.model.max_length) == (1024, 2048)
+    assert "/" in cfg.reward_model.path
+    assert cfg.resources.gpu == cfg.resources.processes_per_node == 8 and cfg.resources.image
+    assert cfg.schedule.cron
+
+
+def test_single_gpu_trial_uses_the_recipe_rate_on_a_small_model():
+    cfg = load_config(CONFIG_DIR / "trial_0p5b.toml")
+    assert cfg.hps.lr == 5e-7 and cfg.hps.batch_size * cfg.hps.grad_accum_steps == 128
+    assert cfg.resources.gpu == 1 and cfg.hps.lora.r == 0
