@@ -6,7 +6,9 @@ drawn negative, or all responses for PL), and cached on disk under a digest of w
 (reference weights, tokenizer, the sequences, length limits, precision); never recomputed per epoch.
 
 One training example is a list of ranks into its group (HPS/BT: ``[0, negative]``; PL: ``[0..n-1]``);
-all sequences of a micro-batch go through the policy in ONE forward.
+all sequences of a micro-batch go through the policy in ONE forward, one row per example: the prompt
+once, then each of its responses (``batching.collate_shared``), so a long conversation is not computed
+once per response. The reference pass packs the sequences of a prompt the same way.
 
 Examples are trained block by block: one block per epoch, or per part of an epoch when the negatives
 were drawn with ``gamma_updates_per_epoch > 1`` (``hps_core.groups.draw_epoch_negatives``), so a gamma
@@ -29,7 +31,14 @@ from tqdm.auto import tqdm
 
 from hps_core.config import ModelConfig, PreferenceTrainConfig
 from hps_core.losses import hps_loss, listwise_loss, pair_loss, parse_method
-from hps_core.train.batching import Encoder, collate, length_grouped_batches
+from hps_core.train import distributed
+from hps_core.train.batching import (
+    Encoder,
+    collate_shared,
+    length_grouped_batches,
+    shared_length,
+    shared_prompt_batches,
+)
 from hps_core.train.checkpoint import save_model_atomic
 from hps_core.train.logprobs import response_logps
 from hps_core.train.loop import LogFn, LoopSettings, split_steps, train_loop
@@ -76,17 +85,23 @@ def plan_examples(groups: pd.DataFrame, negatives: pd.DataFrame, preference_mode
 
 @torch.no_grad()
 def sequence_logps(model, encoded: list, pad_id: int, batch_size: int, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed response log-probs and token counts for many sequences, batched by length, no grad."""
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    """Summed response log-probs and token counts for many sequences, batched by length, no grad.
+    Sequences with the same prompt share a row (the prompt computed once, see ``collate_shared``); a
+    batch holds at most ``batch_size`` sequences.
+
+    Under torch.distributed every rank must call it: each computes every world_size-th batch and the
+    results are summed across ranks (the batches are the single-process ones, so are the values)."""
+    batches = shared_prompt_batches(encoded, batch_size)
     logps = torch.zeros(len(encoded), dtype=torch.float64)
     counts = torch.zeros(len(encoded), dtype=torch.long)
     model.eval()
-    for start in tqdm(range(0, len(order), batch_size), desc=desc):
-        idx = order[start : start + batch_size]
-        lp, n = response_logps(model, collate([encoded[i] for i in idx], pad_id))
+    ctx = distributed.current()
+    for rows in tqdm(batches[ctx.rank :: ctx.world_size], desc=desc, disable=not ctx.is_main):
+        idx = [i for row in rows for i in row]
+        lp, n = response_logps(model, collate_shared([[encoded[i] for i in row] for row in rows], pad_id))
         logps[idx] = lp.double().cpu()
         counts[idx] = n.cpu()
-    return logps, counts
+    return distributed.sum_tensor_(logps), distributed.sum_tensor_(counts)
 
 
 def _hash_files(h, files) -> None:
@@ -112,12 +127,13 @@ def reference_cache_key(sft_dir: str, keys: list[tuple[str, str]], model_cfg: Mo
 
 
 def reference_logps(policy, encoded, pad_id, batch_size, cache_file: Path | None):
-    """The reference pass, or its cached result. Returns (log-probs, token counts) per sequence."""
-    if cache_file is not None and cache_file.is_file():
+    """The reference pass, or its cached result. Returns (log-probs, token counts) per sequence.
+    Under torch.distributed the pass is shared by the ranks and rank 0 writes the cache."""
+    if cache_file is not None and distributed.everywhere(cache_file.is_file()):
         return torch.load(cache_file, weights_only=True)
     with autocast_for(policy)():
         ref = sequence_logps(policy, encoded, pad_id, batch_size, "reference log-probs")
-    if cache_file is not None:
+    if cache_file is not None and distributed.current().is_main:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(".tmp")
         torch.save(ref, tmp)
@@ -160,7 +176,7 @@ def train_preference(
 
     step_batches = []
     for block in blocks:
-        lengths = [sum(len(encoded[slot[s]].input_ids) for s in ex) for ex in block.examples]
+        lengths = [shared_length([encoded[slot[s]] for s in ex]) for ex in block.examples]  # one row per example
         rng = np.random.default_rng([seed, 2, block.epoch] + ([block.part] if block.part else []))
         for batch in length_grouped_batches(lengths, cfg.batch_size * cfg.grad_accum_steps, rng):
             step_batches.append([
@@ -174,7 +190,9 @@ def train_preference(
         width = max(len(s) for s in seqs)
         flat = [s for ex in seqs for s in ex]
         mask = torch.tensor([[k < len(ex) for k in range(width)] for ex in seqs])
-        logps, counts = response_logps(model, collate([encoded[s] for s in flat], tokenizer.pad_token_id))
+        # One row per example: its responses share the prompt, which goes through the model once.
+        rows = collate_shared([[encoded[s] for s in ex] for ex in seqs], tokenizer.pad_token_id)
+        logps, counts = response_logps(model, rows)
         ratios_flat = logps.float() - ref_logps[flat].to(device=logps.device, dtype=torch.float32)
         if framework == "ipo":  # IPO works on length-averaged log-ratios (TRL's convention)
             ratios_flat = ratios_flat / counts.clamp(min=1)
@@ -209,13 +227,15 @@ def train_preference(
     settings = LoopSettings.from_stage(cfg, cfg.method)
     run_key = json.dumps([cache_key, seed, cfg.method, cfg.beta, cfg.label_smoothing, cfg.log_n_offset, cfg.lora.r])
     metrics = train_loop(policy, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir, run_key=run_key)
-    save_model_atomic(export_model(policy), tokenizer, out_dir)
+    if distributed.current().is_main:  # one writer under DDP; the other ranks wait for the finished directory
+        save_model_atomic(export_model(policy), tokenizer, out_dir)
+    distributed.barrier()
     truncation = encoder.counter.as_metrics("hps")
     if encoder.counter.prompts or encoder.counter.responses:
         log.warning("%s: %d of %d sequences truncated (prompts %d, responses %d) to max_prompt_tokens=%d, max_length=%d",
                     cfg.method, max(encoder.counter.prompts, encoder.counter.responses), encoder.counter.total,
                     encoder.counter.prompts, encoder.counter.responses, model_cfg.max_prompt_tokens, model_cfg.max_length)
-    if log_fn is not None:
+    if log_fn is not None and distributed.current().is_main:
         log_fn(truncation, int(metrics["steps"]))
     return {**metrics, **truncation, "hps/reference_sequences": float(len(keys))}
 

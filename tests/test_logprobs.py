@@ -1,0 +1,108 @@
+"""Shared-prompt rows (batching.collate_shared): a prompt computed once for all its responses gives every
+response the log-probs, token counts and gradients it gets alone after its prompt (batching.collate)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from hps_core.train.batching import Encoded, collate, collate_shared, shared_length, shared_prompt_batches
+from hps_core.train.logprobs import response_logps
+
+PAD = 0
+
+
+@pytest.fixture(scope="module")
+def model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         tie_word_embeddings=True)
+    return LlamaForCausalLM(config).eval()
+
+
+def _seq(prompt: list[int], response: list[int]) -> Encoded:
+    return Encoded(prompt + response, len(prompt))
+
+
+# Three examples: a pair, a pair whose responses differ in length, three responses (a PL example).
+GROUPS = [
+    [_seq([1, 5, 6, 7], [8, 9, 2]), _seq([1, 5, 6, 7], [10, 2])],
+    [_seq([1, 11, 12], [13, 14, 15, 16, 17, 2]), _seq([1, 11, 12], [18, 2])],
+    [_seq([1, 20, 21, 22, 23, 24], r) for r in ([25, 2], [26, 27, 2], [2])],
+]
+
+
+def _flat_and_shared(model, groups, attention):
+    model.config._attn_implementation = attention
+    try:
+        flat = response_logps(model, collate([e for g in groups for e in g], PAD))
+        shared = response_logps(model, collate_shared(groups, PAD))
+    finally:
+        model.config._attn_implementation = "sdpa"
+    return flat, shared
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_shared_rows_give_each_response_its_own_log_probs(model, attention):
+    flat, shared = _flat_and_shared(model, GROUPS, attention)
+    assert_close(shared[0], flat[0], rtol=0, atol=1e-5)
+    assert shared[1].tolist() == flat[1].tolist() == [3, 2, 6, 2, 2, 3, 1]  # every response token is scored
+
+
+def test_attention_without_custom_masks_gets_one_row_per_sequence(model, monkeypatch):
+    """flash attention cannot take the shared-prompt mask: the batch is unpacked (prompt + response rows)."""
+    from hps_core.train import logprobs
+
+    unpacked = []
+    real_unshare = logprobs.unshare
+    monkeypatch.setattr(logprobs, "_attention_of", lambda m: "flash_attention_2")
+    monkeypatch.setattr(logprobs, "unshare", lambda b: unpacked.append(real_unshare(b)) or unpacked[-1])
+    flat = response_logps(model, collate([e for g in GROUPS for e in g], PAD))
+    shared = response_logps(model, collate_shared(GROUPS, PAD))
+    assert len(unpacked) == 1 and unpacked[0]["input_ids"].shape[0] == 7
+    assert_close(shared[0], flat[0], rtol=0, atol=1e-5)
+    assert shared[1].tolist() == flat[1].tolist()
+
+
+def test_shared_rows_give_the_same_gradients(model):
+    grads = []
+    for make in (lambda: collate([e for g in GROUPS for e in g], PAD), lambda: collate_shared(GROUPS, PAD)):
+        model.zero_grad()
+        sums, _ = response_logps(model, make())
+        (sums * torch.arange(1.0, 8.0)).sum().backward()  # weights tell the sequences apart
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    model.zero_grad()
+    for name in grads[0]:
+        assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_shared_row_layout_by_hand():
+    """Row 0 of the first example: prompt [1 5 6 7], response A [8 9 2], response B [10 2]. Positions restart
+    after the prompt; A's first token is predicted at the prompt's last position (3), B's too."""
+    batch = collate_shared(GROUPS[:1], PAD)
+    assert batch["input_ids"].tolist() == [[1, 5, 6, 7, 8, 9, 2, 10, 2]]
+    assert batch["segment_ids"].tolist() == [[0, 0, 0, 0, 1, 1, 1, 2, 2]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 6, 4, 5]]
+    assert batch["score_cols"].tolist() == [3, 4, 5, 3, 7]
+    assert batch["score_targets"].tolist() == [8, 9, 2, 10, 2]
+    assert batch["score_seqs"].tolist() == [0, 0, 0, 1, 1]
+    assert shared_length(GROUPS[0]) == 9 and shared_length(GROUPS[2]) == 12
+
+
+def test_sequences_of_other_prompts_cannot_share_a_row():
+    with pytest.raises(ValueError, match="another prompt"):
+        collate_shared([[GROUPS[0][0], GROUPS[1][0]]], PAD)
+
+
+def test_reference_batches_group_by_prompt_and_hold_at_most_batch_size_sequences():
+    encoded = [e for g in GROUPS for e in g]  # 7 sequences, 3 prompts
+    batches = shared_prompt_batches(encoded, batch_size=3)
+    rows = [row for batch in batches for row in batch]
+    assert sorted(i for row in rows for i in row) == list(range(7))
+    assert all(len({tuple(encoded[i].input_ids[: encoded[i].n_prompt]) for i in row}) == 1 for row in rows)
+    assert all(sum(map(len, batch)) <= 3 for batch in batches)
+    assert [len(b) for b in shared_prompt_batches(encoded, batch_size=2)] == [1, 1, 1, 1]  # the 3-group is split
