@@ -12,11 +12,13 @@ from data_contracts.runner import (
     group_counts,
     load_suite,
     normalised_text,
+    pair_checks,
     require_valid,
     row_checks,
     suite_defaults,
     suite_version,
     validate_canonical,
+    validate_pairwise,
     validate_table,
 )
 
@@ -31,11 +33,13 @@ __all__ = [
     "group_counts",
     "load_suite",
     "normalised_text",
+    "pair_checks",
     "render_data_docs",
     "require_valid",
     "row_checks",
     "suite_defaults",
     "suite_version",
     "validate_canonical",
+    "validate_pairwise",
     "validate_table",
 ]

@@ -196,6 +196,26 @@ def validate_canonical(table: pd.DataFrame, *, min_prompt_chars: int = 1, max_pr
                           gx_results=rows.gx_results + groups.gx_results)
 
 
+PAIR_SUITES = {False: "pairwise_labels", True: "gold_pairs"}
+
+
+def pair_checks(table: pd.DataFrame) -> pd.DataFrame:
+    """A pairwise table plus ``responses_identical``: its two responses have the same normalised text."""
+    out = table.reset_index(drop=True)
+    if {"response_a", "response_b"} <= set(out.columns):
+        same = normalised_text(out["response_a"]) == normalised_text(out["response_b"])
+        out = out.assign(responses_identical=same.fillna(False).astype(bool))
+    return out
+
+
+def validate_pairwise(table: pd.DataFrame, *, gold: bool = False, max_prompt_chars: int = 4096,
+                      max_response_chars: int = 8192) -> ContractReport:
+    """Run `pairwise_labels` (a human and an AI label per pair: the routing flow's input) or, with
+    ``gold=True``, `gold_pairs` (a gold label per pair) on a table from hps_core.routing.multipref."""
+    return validate_table(pair_checks(table), PAIR_SUITES[gold], {
+        "max_prompt_chars": max_prompt_chars, "max_response_chars": max_response_chars})
+
+
 def _blame_repeats(o: ExpectationOutcome, checks: pd.DataFrame, complete: bool) -> None:
     """Name the repeated rows behind a failed duplicate-rate bound, like a row expectation would."""
     rows = np.flatnonzero(checks["is_near_duplicate"].to_numpy() == 1)

@@ -4,6 +4,8 @@
     {"prompt": "How do I ...?", "responses": ["...", "...", "..."], "rewards": [2.1, -0.3, 0.7]}
 
 Scores come from a reward model (``label_source = "rm"`` unless the ``label_source`` option says otherwise).
+A record's own ``label_source`` field (``human`` | ``ai`` | ``rm``) overrides the option for its rows: the
+routing flow (``flows/routing_flow.py``) writes one per record, so each row keeps who labelled it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def rows(record: dict[str, Any], where: str, *, source: str, label_source: str =
     if not isinstance(responses, list) or not isinstance(rewards, list) or len(responses) != len(rewards):
         raise DataFormatError(f"{where}: fields 'responses' and 'rewards' must be lists of equal length "
                               f"(got {_len(responses)} and {_len(rewards)})")
+    if record.get("label_source") is not None:
+        label_source = record["label_source"]
+        if not isinstance(label_source, str):
+            raise DataFormatError(f"{where}: field 'label_source' must be a string (human, ai or rm), "
+                                  f"got {type(label_source).__name__}")
     harmful = record.get("is_harmful")
     if harmful is None:
         harmful = [None] * len(responses)

@@ -1,0 +1,168 @@
+"""HyPER routing: send each preference annotation to humans or to an AI judge, then hand the routed labels
+to the HPS flow (Miranda et al., ACL 2025; docs: README "HyPER: routing labels to humans or an AI judge").
+
+Run as:
+    python flows/routing_flow.py run                                                  # embedded default
+    python flows/routing_flow.py --config config flows/configs/<name>.toml run        # your pairwise data
+    python flows/hps_flow.py --config config .hps/routing/<run id>/routed/hps_config.toml run   # HPS on the routed labels
+
+start -> validate -> simulate -> fit_ppm -> route -> report -> end
+
+- validate: pairs with a human and an AI label (+ gold pairs) -> data contracts -> binary tags per instance
+- simulate: candidate mixes (random budgets, tag-driven fills); a small reward model trained on each mix's
+  labels and scored on gold dev pairs
+- fit_ppm: quadratic regression from tag counts to that score, cross-validated, registered (``hyper-ppm``)
+- route: the best predicted mix at the budget (and the per-instance gain rule); the routed data written as
+  scored JSONL with ``label_source`` per record, a lineage sidecar and an hps config
+- report: 100 % human vs 100 % AI vs random vs HyPER on held-out gold test pairs (card + MLflow)
+
+MLflow: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<cwd>/mlflow.db``. The work lives in
+``hps_core.routing.steps``.
+"""
+
+import getpass
+import os
+
+if not any(os.environ.get(v, "root") != "root" for v in ("METAFLOW_USER", "SUDO_USER", "USERNAME", "USER")):
+    _user = getpass.getuser()
+    os.environ["METAFLOW_USER"] = _user if _user != "root" else "hps-runner"
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from hps_core.redaction import install_output_scrubbing, scrub_text  # noqa: E402
+
+install_output_scrubbing()
+
+from metaflow import Config, FlowSpec, card, current, step  # noqa: E402
+from mlflow_failures import mark_mlflow_failures  # noqa: E402  (flows/: a failed step fails the MLflow run)
+
+
+@mark_mlflow_failures
+class RoutingFlow(FlowSpec):
+    """HyPER: learn which instances need a human label, route a dataset, write it for the HPS flow."""
+
+    config = Config(
+        "config",
+        default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "routing_default.toml"),
+        parser="hps_core.routing.config.parse_routing_config_text",
+        help="TOML routing config (flows/configs/routing_default.toml); unknown keys are errors.",
+    )
+
+    def _ctx(self):
+        from pathlib import Path
+
+        from hps_core.routing.config import RoutingConfig
+        from hps_core.routing.steps import RoutingContext
+        from hps_core.tracking import MlflowTracker
+
+        cfg = RoutingConfig.from_dict(dict(self.config), source="config")
+        tracker = MlflowTracker(self.tracking_uri, experiment_name=cfg.run.experiment)
+        return RoutingContext(cfg, Path(self.run_dir), tracker, self.mlflow_parent_run_id, dict(self.lineage))
+
+    @step
+    def start(self):
+        """Resolve the config, record the code version, open the MLflow parent run."""
+        from pathlib import Path
+
+        from hps_core.lineage import code_version, json_digest
+        from hps_core.routing.config import RoutingConfig
+        from hps_core.tracking import MlflowTracker, resolve_tracking_uri
+
+        cfg = RoutingConfig.from_dict(dict(self.config), source="config")
+        self.resolved_config = cfg.to_dict()
+        self.run_dir = str((Path(cfg.run.output_dir) / "routing" / current.run_id).resolve())
+        self.tracking_uri = resolve_tracking_uri()
+        self.lineage = {
+            "metaflow.pathspec": f"{current.flow_name}/{current.run_id}",
+            "git_commit": code_version(),
+            "config_digest": json_digest(self.resolved_config),
+        }
+        tracker = MlflowTracker(self.tracking_uri, experiment_name=cfg.run.experiment)
+        self.mlflow_parent_run_id = tracker.create_parent_run(f"routing-{current.run_id}", tags=self.lineage)
+        tracker.log_params(self.mlflow_parent_run_id, self.resolved_config)
+        print(f"MLflow: {self.tracking_uri} (run {self.mlflow_parent_run_id}); outputs in {self.run_dir}")
+        self.next(self.validate)
+
+    @card(type="blank", id="contracts")
+    @step
+    def validate(self):
+        """Pairs with human and AI labels + gold pairs -> data contracts -> tags per instance."""
+        from metaflow.cards import Markdown
+
+        from hps_core.routing import steps
+
+        try:
+            self.validation = steps.validate(self._ctx())
+        except Exception as err:
+            current.card["contracts"].append(Markdown(scrub_text(f"# Data contracts FAILED\n\n{err}")))
+            raise
+        current.card["contracts"].append(Markdown(scrub_text(self.validation["report_markdown"])))
+        self.lineage = {
+            **self.lineage,
+            "raw_file_digests": ";".join(f"{os.path.basename(p)}={d}" for p, d in self.validation["raw_files"].items()),
+            "contract_suites": ";".join(f"{k}@{v}" for k, v in self.validation["contract_suites"].items()),
+        }
+        self.next(self.simulate)
+
+    @step
+    def simulate(self):
+        """Candidate mixes; a reward model trained on each, scored on gold dev pairs."""
+        from hps_core.routing import steps
+
+        self.simulation = steps.simulate(self._ctx(), self.validation)
+        self.next(self.fit_ppm)
+
+    @step
+    def fit_ppm(self):
+        """Quadratic PPM from tag counts to score, cross-validated and registered."""
+        from hps_core.routing import steps
+
+        self.ppm = steps.fit(self._ctx(), self.validation, self.simulation)
+        self.lineage = {**self.lineage, "ppm_version": self.ppm["model_uri"], "ppm_sha256": self.ppm["sha256"]}
+        self.next(self.route)
+
+    @step
+    def route(self):
+        """The best predicted mix at the budget, written as scored JSONL with label_source per record."""
+        from hps_core.routing import steps
+
+        self.routed = steps.route(self._ctx(), self.validation, self.ppm, f"{current.flow_name}/{current.run_id}")
+        self.lineage = {**self.lineage, "routed_sha256": self.routed["sha256"]}
+        self.next(self.report)
+
+    @card(type="blank", id="routing")
+    @step
+    def report(self):
+        """100 % human vs 100 % AI vs random vs HyPER on held-out gold test pairs."""
+        from metaflow.cards import Image, Markdown
+
+        from hps_core.routing import steps
+
+        self.report_result = steps.report(self._ctx(), self.validation, self.simulation, self.ppm, self.routed)
+        current.card["routing"].append(Markdown(scrub_text(self.report_result["markdown"])))
+        with open(self.report_result["figure_path"], "rb") as handle:
+            current.card["routing"].append(Image(handle.read(), label="PPM fit and label mixes"))
+        self.next(self.end)
+
+    @step
+    def end(self):
+        """Close the MLflow run; tag this Metaflow run with it and the PPM version; say how to run HPS."""
+        from metaflow import Run
+
+        from hps_core.tracking import MlflowTracker
+
+        tracker = MlflowTracker(self.tracking_uri, experiment_name=self.resolved_config["run"]["experiment"])
+        tracker.set_tags(self.mlflow_parent_run_id, {"ppm_version": self.ppm["model_uri"],
+                                                     "routed_path": self.routed["routed_path"],
+                                                     "routed_sha256": self.routed["sha256"]})
+        tracker.finish_run(self.mlflow_parent_run_id)
+        Run(f"{current.flow_name}/{current.run_id}").add_tags(
+            [f"mlflow_run:{self.mlflow_parent_run_id}", f"model:{self.ppm['model_uri']}"])
+        for name, value in self.report_result["metrics"].items():
+            if name.startswith(("routing/acc_", "ppm/cv_")):
+                print(f"{name} = {value:.4f}")
+        print(f"routed data: {self.routed['routed_path']}\n"
+              f"HPS on it:   python flows/hps_flow.py --config config {self.routed['hps_config_path']} run")
+
+
+if __name__ == "__main__":
+    RoutingFlow()
