@@ -169,7 +169,16 @@ def train_sft(ctx: StepContext, groups: Ref, base_model: Ref) -> dict[str, Any]:
             )
         ctx.tracker.log_metrics(run_id, {f"sft/final_{k}" if "/" not in k else k: v for k, v in metrics.items()})
         model = publish(ctx, run_id, out, "sft")
+    drop_checkpoints(ctx, "sft")
     return {"model": model, "model_dir": str(out), "metrics": metrics}
+
+
+def drop_checkpoints(ctx: StepContext, stage: str) -> None:
+    """In-training checkpoints (weights plus optimizer state, ~3x the model) exist to resume a killed
+    stage; once its final model is saved and handed on they are dead weight on every run's disk."""
+    import shutil
+
+    shutil.rmtree(ctx.run_dir / "checkpoints" / stage, ignore_errors=True)
 
 
 def train_reward_model(ctx: StepContext, groups: Ref, base_model: Ref) -> dict[str, Any]:
@@ -203,6 +212,7 @@ def train_hps(ctx: StepContext, groups: Ref, negatives: Ref, sft_model: Ref) -> 
             log_fn=ctx.metric_logger(run_id, ""), checkpoint_dir=ctx.path("checkpoints", "hps"),
         )
         model = publish(ctx, run_id, out, "hps")
+    drop_checkpoints(ctx, "hps")
     return {"model": model, "model_dir": str(out), "metrics": metrics}
 
 

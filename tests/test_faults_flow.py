@@ -33,7 +33,9 @@ pytestmark = pytest.mark.flow
 
 
 def _start(cwd: Path, env: dict, log: Path, *args: str) -> subprocess.Popen:
-    cmd = [sys.executable, str(FLOW), "--config", "config", str(CONFIG), *args]
+    # resume takes the origin run's config; Metaflow refuses --config with it
+    config = [] if args[0] == "resume" else ["--config", "config", str(CONFIG)]
+    cmd = [sys.executable, str(FLOW), *config, *args]
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 
@@ -98,7 +100,7 @@ def test_kill_resume_and_registry_outage_lose_nothing(tmp_path):
         proxy.down()
         out_r1 = _wait(resume1, log_r1)
         assert resume1.returncode != 0
-        assert "Cloning results of a previously run task" in out_r1 and re.search(r"/train_sft/\d+.*Cloning", out_r1)
+        assert re.search(r"/train_sft/\d+\] Cloning previously run task", out_r1), out_r1[-4000:]
         assert sft_weights.stat().st_mtime_ns == sft_mtime  # SFT was not recomputed
         assert "dpo-hps: resumed from checkpoint at step 4" in out_r1, out_r1[-4000:]
         assert f"MLflow tracking server {proxy.url} is unreachable after 2 attempts" in out_r1, out_r1[-4000:]
@@ -118,6 +120,6 @@ def test_kill_resume_and_registry_outage_lose_nothing(tmp_path):
         # The killed-and-resumed run ends where the uninterrupted one did.
         metrics_a, metrics_b = _evaluate_metrics(client, a), _evaluate_metrics(client, b)
         for name in ("hps/margin_hardest", "hps/margin_mean", "hps/reward_mean", "sft/reward_mean", "hps/harmful_rate"):
-            assert metrics_b[name] == pytest.approx(metrics_a[name], rel=1e-3, abs=1e-4), name
+            assert metrics_b[name] == pytest.approx(metrics_a[name], rel=1e-3, abs=1e-4, nan_ok=True), name
         # Concurrent runs kept their own run directories and checkpoints.
         assert (work / ".hps" / "runs" / a / "models" / "hps").is_dir() and a != b
