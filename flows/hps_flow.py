@@ -14,20 +14,10 @@ Each step is a few lines; the work lives in ``hps_core.pipeline``. Steps hand ta
 each other by reference: a local path plus an MLflow artifact URI that a step on another machine downloads.
 """
 
-import getpass
 import os
 
-# Containers and CI often run as root or without $USER; Metaflow refuses both, so name the user.
-if not any(os.environ.get(v, "root") != "root" for v in ("METAFLOW_USER", "SUDO_USER", "USERNAME", "USER")):
-    _user = getpass.getuser()
-    os.environ["METAFLOW_USER"] = _user if _user != "root" else "hps-runner"
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from the config's paths or the local builder
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from hps_core.redaction import install_output_scrubbing, scrub_text  # noqa: E402
-
-install_output_scrubbing()  # values of HF_TOKEN, *_PASSWORD, *_KEY, ... never reach the step logs
+import flow_env  # noqa: F401  (flows/: user, offline hub, secrets kept out of the logs)
+from hps_core.redaction import scrub_text  # noqa: E402
 
 from kubernetes_image import kubernetes_image  # noqa: E402  (flows/: Kubernetes steps use resources.image)
 from metaflow import Config, FlowSpec, card, config_expr, current, resources, schedule, step  # noqa: E402

@@ -20,17 +20,10 @@ MLflow: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<cwd>/mlflow.db``. Th
 ``hps_core.routing.steps``.
 """
 
-import getpass
 import os
 
-if not any(os.environ.get(v, "root") != "root" for v in ("METAFLOW_USER", "SUDO_USER", "USERNAME", "USER")):
-    _user = getpass.getuser()
-    os.environ["METAFLOW_USER"] = _user if _user != "root" else "hps-runner"
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-from hps_core.redaction import install_output_scrubbing, scrub_text  # noqa: E402
-
-install_output_scrubbing()
+import flow_env  # noqa: F401  (flows/: user, offline hub, secrets kept out of the logs)
+from hps_core.redaction import scrub_text  # noqa: E402
 
 from metaflow import Config, FlowSpec, card, current, step  # noqa: E402
 from mlflow_failures import mark_mlflow_failures  # noqa: E402  (flows/: a failed step fails the MLflow run)

@@ -1,0 +1,19 @@
+"""What every flow of this project sets up before Metaflow, MLflow or transformers are imported.
+
+Each flow file starts with ``import flow_env  # noqa: F401``; importing it is the whole job.
+"""
+
+import getpass
+import os
+
+# Containers and CI often run as root or without $USER; Metaflow refuses both, so name the user.
+if not any(os.environ.get(v, "root") != "root" for v in ("METAFLOW_USER", "SUDO_USER", "USERNAME", "USER")):
+    _user = getpass.getuser()
+    os.environ["METAFLOW_USER"] = _user if _user != "root" else "hps-runner"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from the config's paths or the local builder
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from hps_core.redaction import install_output_scrubbing  # noqa: E402
+
+install_output_scrubbing()  # values of HF_TOKEN, *_PASSWORD, *_KEY, ... never reach the step logs
