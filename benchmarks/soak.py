@@ -50,7 +50,7 @@ def strays(since: float, workdir: Path) -> list[str]:
 
 def registered_bytes(workdir: Path) -> int:
     """Bytes of the registered models' files in the local MLflow artifact store (logged models)."""
-    return sum(du(p) for p in (workdir / "mlruns").glob("*/models/*/artifacts"))
+    return sum(du(p) for p in (workdir / "mlruns").glob("models/*/artifacts"))
 
 
 def main() -> None:
@@ -63,6 +63,8 @@ def main() -> None:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="hps-soak-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    # Metaflow's local datastore is the nearest .metaflow above the cwd; make it this one, not /tmp's.
+    (workdir / ".metaflow").mkdir(exist_ok=True)
     tmp_root = Path(tempfile.gettempdir())
     tmp_before = {p.name for p in tmp_root.iterdir()}
     tmp_bytes_before = du(tmp_root) - du(workdir) if workdir.is_relative_to(tmp_root) else du(tmp_root)
