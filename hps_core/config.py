@@ -220,6 +220,17 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class CompareConfig:
+    # flows/compare_flow.py only: every method trained from the same SFT checkpoint on the same groups and
+    # evaluated with the same reward model and judge (hps_core/compare/). "<method>[:<bt rule>]" per entry.
+    methods: tuple[str, ...] = ("dpo-bt:random", "dpo-bt:max_min", "dpo-pl", "dpo-hps", "ipo-hps")
+    seeds: tuple[int, ...] = (0, 1, 2)  # each changes the negative draws, init/shuffle and eval sampling
+    # Responses per training group (the best plus n-1 others, one fixed draw shared by every method and
+    # seed); one comparison per entry (the ablation over n). 0 = the groups as they are in the data.
+    group_sizes: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -231,6 +242,7 @@ class PipelineConfig:
     register: RegisterConfig = field(default_factory=RegisterConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "<dict>") -> "PipelineConfig":
@@ -332,6 +344,11 @@ class PipelineConfig:
         problems = check_evaluation_config(self, source)
         if problems:
             raise ConfigError("; ".join(problems))
+        from hps_core.compare.spec import check_compare_config
+
+        problems = check_compare_config(self.compare, source)
+        if problems:
+            raise ConfigError("; ".join(problems))
 
 
 def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
@@ -358,6 +375,8 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{source}: {key} = {value!r} must be a list of tables ([[{key}]])")
         item = get_args(hint)[0]
+        if not dataclasses.is_dataclass(item):  # a TOML array of scalars, e.g. methods = ["dpo-hps"]
+            return tuple(_coerce(item, v, source, f"{key}[{i}]") for i, v in enumerate(value))
         return tuple(_build(item, v, source, prefix=f"{key}[{i}].") for i, v in enumerate(value))
     expected = {int: int, float: (int, float), str: str, bool: bool}.get(hint)
     if hint is Optional[str] and value is None:

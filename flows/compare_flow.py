@@ -1,0 +1,180 @@
+"""Method comparison: several preference methods from one SFT checkpoint, on the same groups, judged alike.
+
+Run as:
+    python flows/compare_flow.py --config config flows/configs/compare_default.toml run --max-workers 2
+
+                                 ┌─> train_sft ──────────┐
+start -> validate -> build_groups┤                       ├─> join_models -> plan ─(foreach n x method x seed)─>
+                                 └─> train_reward_model ─┘
+         train_method (train, then evaluate) ─> report -> end
+
+``[compare]`` names the methods (``"dpo-bt:max_min"``: a bt method with its negative rule), the seeds and the
+group sizes. SFT and the reward model are trained once; every branch draws its own negatives (its method's
+rule, its seed), trains from the SFT checkpoint, and is evaluated by the evaluate step's code with the
+same reward model and judge. ``report`` aggregates over seeds (mean and 95 % t interval) into the
+paper-style table: a Metaflow card, MLflow artifacts (``compare_report`` run) and ``comparison.md``.
+MLflow: one parent run; a child per shared step, and per branch a run with ``train`` and ``evaluate`` children.
+"""
+
+import os
+import time
+
+import flow_env  # noqa: F401  (flows/: user, offline hub, secrets kept out of the logs)
+from hps_core.redaction import scrub_text  # noqa: E402
+
+from kubernetes_image import kubernetes_image  # noqa: E402
+from metaflow import Config, FlowSpec, card, config_expr, current, resources, step  # noqa: E402
+from mlflow_failures import mark_mlflow_failures  # noqa: E402
+
+GPU = config_expr("config.resources.gpu")
+MEMORY = config_expr("config.resources.memory")
+CPU = config_expr("config.resources.cpu")
+
+
+@kubernetes_image(config_expr("config.resources.image"))
+@mark_mlflow_failures
+class CompareFlow(FlowSpec):
+    """Preference methods side by side over seeds: quality, margins, harm, cost."""
+
+    config = Config(
+        "config",
+        default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "compare_default.toml"),
+        parser="hps_core.config.parse_config_text",
+        help="TOML config with a [compare] section (flows/configs/compare_*.toml); unknown keys are errors.",
+    )
+
+    def _ctx(self):
+        from pathlib import Path
+
+        from hps_core.config import PipelineConfig
+        from hps_core.pipeline import StepContext
+        from hps_core.tracking import MlflowTracker
+
+        cfg = PipelineConfig.from_dict(dict(self.config), source="config")
+        tracker = MlflowTracker(self.tracking_uri, experiment_name=cfg.run.experiment)
+        return StepContext(cfg, Path(self.run_dir), tracker, self.mlflow_parent_run_id, dict(self.lineage))
+
+    @step
+    def start(self):
+        """Resolve the config, record the code version, open the MLflow parent run."""
+        from pathlib import Path
+
+        from hps_core.config import PipelineConfig
+        from hps_core.lineage import code_version, json_digest
+        from hps_core.tracking import MlflowTracker, resolve_tracking_uri
+
+        cfg = PipelineConfig.from_dict(dict(self.config), source="config")
+        self.started_at = time.time()
+        self.resolved_config = cfg.to_dict()
+        self.run_dir = str((Path(cfg.run.output_dir) / "runs" / current.run_id).resolve())
+        self.tracking_uri = resolve_tracking_uri()
+        self.lineage = {"metaflow.pathspec": f"{current.flow_name}/{current.run_id}", "git_commit": code_version(),
+                        "config_digest": json_digest(self.resolved_config)}
+        tracker = MlflowTracker(self.tracking_uri, experiment_name=cfg.run.experiment)
+        self.mlflow_parent_run_id = tracker.create_parent_run(f"compare-{current.run_id}", tags=self.lineage)
+        tracker.log_params(self.mlflow_parent_run_id, self.resolved_config)
+        print(f"MLflow: {self.tracking_uri} (run {self.mlflow_parent_run_id}); outputs in {self.run_dir}")
+        self.next(self.validate)
+
+    @card(type="blank", id="contracts")
+    @step
+    def validate(self):
+        """Raw data -> canonical table -> data contracts (as in hps_flow)."""
+        from metaflow.cards import Markdown
+
+        from hps_core import pipeline
+
+        self.validation = pipeline.validate(self._ctx())
+        current.card["contracts"].append(Markdown(scrub_text(self.validation["report_markdown"])))
+        self.next(self.build_groups)
+
+    @step
+    def build_groups(self):
+        """Groups and the split, shared by every method (each branch draws its own negatives)."""
+        from hps_core import pipeline
+
+        self.groups = pipeline.build_groups(self._ctx(), self.validation["canonical"])
+        self.next(self.train_sft, self.train_reward_model)
+
+    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step
+    def train_sft(self):
+        """The one SFT checkpoint every method starts from (and is regularised towards)."""
+        from hps_core import pipeline
+
+        self.sft = pipeline.train_sft(self._ctx(), self.groups["groups"], self.groups["base"])
+        self.next(self.join_models)
+
+    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step
+    def train_reward_model(self):
+        """The one reward model every method is scored with."""
+        from hps_core import pipeline
+
+        self.reward_model = pipeline.train_reward_model(self._ctx(), self.groups["groups"], self.groups["base"])
+        self.next(self.join_models)
+
+    @step
+    def join_models(self, inputs):
+        """SFT and reward model ready; the groups of every group size written once, shared by all branches."""
+        from hps_core.compare.runs import group_size_files
+
+        self.merge_artifacts(inputs, include=["started_at", "resolved_config", "run_dir", "tracking_uri", "lineage",
+                                              "mlflow_parent_run_id", "validation", "groups", "sft", "reward_model"])
+        self.sized_groups = group_size_files(self._ctx(), self.groups["groups"])
+        self.next(self.plan)
+
+    @step
+    def plan(self):
+        """One branch per (group size, method, seed)."""
+        from hps_core.compare.runs import plan_runs
+
+        self.runs = plan_runs(self._ctx().cfg)
+        print(f"{len(self.runs)} branches: " + ", ".join(r["name"] for r in self.runs))
+        self.next(self.train_method, foreach="runs")
+
+    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step
+    def train_method(self):
+        """This branch's negatives (its rule, its seed), its training from the SFT checkpoint (cost measured),
+        then SFT and the new policy through the evaluate step's code: same reward model, same judge."""
+        from hps_core.compare.runs import evaluate_method, result_row, train_method
+
+        self.branch = self.input
+        groups, ctx = self.sized_groups["groups"][str(self.branch["n"])], self._ctx()
+        self.trained = train_method(ctx, self.branch, groups, self.sft["model"])
+        evaluated = evaluate_method(ctx, self.branch, groups, self.sft["model"], self.trained["model"],
+                                    self.reward_model["model"], self.trained["branch_run_id"])
+        self.row = result_row(self.branch, self.trained, evaluated)
+        self.next(self.report)
+
+    @card(type="blank", id="comparison")
+    @step
+    def report(self, inputs):
+        """Means and 95 % intervals over seeds: the table (card, MLflow, markdown), the claims check, a plot."""
+        from metaflow.cards import Image, Markdown
+
+        from hps_core.compare.runs import write_outputs
+
+        self.merge_artifacts(inputs, include=["started_at", "resolved_config", "run_dir", "tracking_uri", "lineage",
+                                              "mlflow_parent_run_id"])
+        self.rows = [inp.row for inp in inputs]
+        self.comparison = write_outputs(self._ctx(), self.rows, wall_s=time.time() - self.started_at)
+        current.card["comparison"].append(Markdown(scrub_text("# Method comparison\n\n" + self.comparison["markdown"])))
+        with open(self.comparison["paths"]["figure"], "rb") as handle:
+            current.card["comparison"].append(Image(handle.read(), label="comparison.png"))
+        print(self.comparison["markdown"])
+        self.next(self.end)
+
+    @step
+    def end(self):
+        """Close the MLflow parent run; print where the table is."""
+        from hps_core.tracking import MlflowTracker
+
+        tracker = MlflowTracker(self.tracking_uri, experiment_name=self.resolved_config["run"]["experiment"])
+        tracker.finish_run(self.mlflow_parent_run_id)
+        print(f"comparison table: {self.comparison['paths']['markdown']}")
+
+
+if __name__ == "__main__":
+    CompareFlow()

@@ -1,0 +1,174 @@
+"""Response expansion: prompts with fewer than K responses get K candidates from a generator model, scored by
+the reward model, sharded over a foreach; the expanded file then passes the data contracts like any input.
+
+Run as:
+    python flows/expand_flow.py --config config <config.toml> run \\
+        --generator <causal LM dir or hub id> --reward-model <reward model dir or hub id> --k 8 --shards 4 \\
+        --out expanded.jsonl
+
+start -> validate (the input, contracts) -> plan ─(foreach shard)─> expand_shard -> merge (contracts again) -> end
+
+The config's ``[data]`` names the input (any format the loader reads); ``[model]`` its lengths; ``[evaluate]``
+the sampling (temperature, top_p, max_new_tokens, batch_size); ``[reward_model]`` the reward model's head.
+The output is scored JSONL (``hps_core.data.scored_jsonl``): use it as ``data.source`` of hps_flow or
+compare_flow. ``hps_core/expansion.py`` holds the logic.
+"""
+
+import os
+
+import flow_env  # noqa: F401  (flows/: user, offline hub, secrets kept out of the logs)
+from hps_core.redaction import scrub_text  # noqa: E402
+
+from kubernetes_image import kubernetes_image  # noqa: E402
+from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, resources, step  # noqa: E402
+from mlflow_failures import mark_mlflow_failures  # noqa: E402
+
+GPU = config_expr("config.resources.gpu")
+MEMORY = config_expr("config.resources.memory")
+CPU = config_expr("config.resources.cpu")
+
+
+@kubernetes_image(config_expr("config.resources.image"))
+@mark_mlflow_failures
+class ExpandFlow(FlowSpec):
+    """Multi-response groups from few-response data: generate, score, validate."""
+
+    config = Config(
+        "config",
+        default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.toml"),
+        parser="hps_core.config.parse_config_text",
+        help="TOML config: [data] the input, [model] lengths, [evaluate] sampling, [reward_model] head.",
+    )
+    generator = Parameter("generator", required=True, help="causal LM that samples the new candidates (dir or hub id)")
+    reward_model_path = Parameter("reward-model", required=True, help="reward model that scores them (dir or hub id)")
+    k = Parameter("k", default=8, type=int, help="responses per prompt after expansion (prompts with fewer are expanded)")
+    shards = Parameter("shards", default=4, type=int, help="foreach width: each shard is one task (one pod on a cluster)")
+    out = Parameter("out", default="expanded.jsonl", help="where the merged scored JSONL goes")
+    rescore = Parameter("rescore", default=True, type=bool,
+                        help="score every response of an expanded group with the reward model (one scale), not only the new ones")
+
+    def _ctx(self, sub: str = ""):
+        from pathlib import Path
+
+        from hps_core.config import PipelineConfig
+        from hps_core.pipeline import StepContext
+        from hps_core.tracking import MlflowTracker
+
+        cfg = PipelineConfig.from_dict(dict(self.config), source="config")
+        tracker = MlflowTracker(self.tracking_uri, experiment_name=cfg.run.experiment)
+        return StepContext(cfg, Path(self.run_dir) / sub, tracker, self.mlflow_parent_run_id, dict(self.lineage))
+
+    @step
+    def start(self):
+        """Resolve the config, open the MLflow parent run."""
+        from pathlib import Path
+
+        from hps_core.config import PipelineConfig
+        from hps_core.lineage import code_version
+        from hps_core.tracking import MlflowTracker, resolve_tracking_uri
+
+        if self.k < 2:
+            raise ValueError(f"--k {self.k}: a preference group needs at least 2 responses; use --k 2 or more")
+        cfg = PipelineConfig.from_dict(dict(self.config), source="config")
+        self.resolved_config = cfg.to_dict()
+        self.run_dir = str((Path(cfg.run.output_dir) / "runs" / current.run_id).resolve())
+        self.out_path = str(Path(self.out).resolve())
+        self.tracking_uri = resolve_tracking_uri()
+        self.lineage = {"metaflow.pathspec": f"{current.flow_name}/{current.run_id}", "git_commit": code_version()}
+        tracker = MlflowTracker(self.tracking_uri, experiment_name=cfg.run.experiment)
+        self.mlflow_parent_run_id = tracker.create_parent_run(f"expand-{current.run_id}", tags=self.lineage)
+        tracker.log_params(self.mlflow_parent_run_id, {**self.resolved_config, "expand": {
+            "generator": self.generator, "reward_model": self.reward_model_path, "k": self.k, "shards": self.shards,
+            "rescore": self.rescore, "out": self.out_path}})
+        self.next(self.validate)
+
+    @step
+    def validate(self):
+        """The input through the loader and the data contracts."""
+        from hps_core import pipeline
+
+        self.validation = pipeline.validate(self._ctx("input"))
+        self.next(self.plan)
+
+    @step
+    def plan(self):
+        """One row per prompt (which ones need expansion), cut into shards."""
+        import pandas as pd
+
+        from hps_core.expansion import groups_to_expand, shard_prompts
+        from hps_core.handoff import local
+
+        ctx = self._ctx()
+        groups = groups_to_expand(pd.read_parquet(local(ctx, self.validation["canonical"])), self.k)
+        path = ctx.path("expansion", "groups.parquet")
+        groups.to_parquet(path, index=False)
+        self.groups_path = str(path)
+        self.shard_ranges = [{"index": i, "start": a, "stop": b} for i, (a, b) in enumerate(shard_prompts(len(groups), self.shards))]
+        print(f"{int(groups['expand'].sum())} of {len(groups)} prompts have fewer than {self.k} responses; "
+              f"{len(self.shard_ranges)} shard(s)")
+        self.next(self.expand_shard, foreach="shard_ranges")
+
+    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step
+    def expand_shard(self):
+        """Generate and score this shard's prompts (batched); its JSONL is handed on by reference."""
+        import pandas as pd
+
+        from hps_core.expansion import expand_groups, write_jsonl
+        from hps_core.handoff import publish
+
+        ctx, shard = self._ctx(), self.input
+        groups = pd.read_parquet(self.groups_path).iloc[shard["start"]:shard["stop"]].reset_index(drop=True)
+        records = expand_groups(groups, self.generator, self.reward_model_path, ctx.cfg, k=self.k,
+                                seed=ctx.cfg.run.seed, rescore=self.rescore)
+        path = write_jsonl(records, ctx.path("expansion", f"shard_{shard['index']:04d}.jsonl"))
+        with ctx.child(f"expand_shard_{shard['index']}") as run_id:
+            self.shard_file = publish(ctx, run_id, path, f"shard_{shard['index']:04d}")
+        self.shard = shard
+        self.next(self.merge)
+
+    @card(type="blank", id="contracts")
+    @step
+    def merge(self, inputs):
+        """Shards concatenated in prompt order; the expanded file through the same contracts as any input."""
+        import dataclasses
+
+        import pandas as pd
+        from metaflow.cards import Markdown
+
+        from hps_core import pipeline
+        from hps_core.expansion import expansion_stats, merge_shards
+        from hps_core.handoff import local
+
+        self.merge_artifacts(inputs, include=["resolved_config", "run_dir", "tracking_uri", "lineage", "mlflow_parent_run_id",
+                                              "out_path", "groups_path"])
+        ctx = self._ctx()
+        ordered = sorted(inputs, key=lambda inp: inp.shard["index"])
+        merged = merge_shards([local(ctx, inp.shard_file) for inp in ordered], self.out_path)
+        expanded_ctx = self._ctx("expanded")
+        cfg = expanded_ctx.cfg
+        expanded_ctx = dataclasses.replace(expanded_ctx, cfg=dataclasses.replace(
+            cfg, data=dataclasses.replace(cfg.data, source=str(merged), format="scored-jsonl")))
+        self.expanded_validation = pipeline.validate(expanded_ctx)
+        import json
+
+        records = [json.loads(line) for line in merged.read_text(encoding="utf-8").splitlines() if line.strip()]
+        self.stats = expansion_stats(pd.read_parquet(self.groups_path), records, self.k)
+        with ctx.child("expand_merge") as run_id:
+            ctx.tracker.log_metrics(run_id, {f"expansion/{k}": v for k, v in self.stats.items()})
+            ctx.tracker.log_artifact(run_id, str(merged), "expansion")
+        current.card["contracts"].append(Markdown(scrub_text(
+            "# Expanded data\n\n" + "\n".join(f"- {k}: {v:g}" for k, v in self.stats.items()) + "\n\n"
+            + self.expanded_validation["report_markdown"])))
+        print(f"expanded file: {merged} ({self.stats})")
+        self.next(self.end)
+
+    @step
+    def end(self):
+        from hps_core.tracking import MlflowTracker
+
+        MlflowTracker(self.tracking_uri, experiment_name=self.resolved_config["run"]["experiment"]).finish_run(self.mlflow_parent_run_id)
+
+
+if __name__ == "__main__":
+    ExpandFlow()
