@@ -123,6 +123,9 @@ def test_start_step_runs_as_its_pod_would_with_the_deployed_config(workflow, s3_
     pod_dir = tmp_path / "pod"
     with tarfile.open(fileobj=io.BytesIO(package)) as tar:
         tar.extractall(pod_dir, filter="data")
+    # A pod's working directory is its own; without this, Metaflow's local metadata would go to the nearest
+    # .metaflow above tmp_path (e.g. /tmp/.metaflow) and the pod's relative metadata sync would not find it.
+    (pod_dir / ".metaflow").mkdir()
     pod = {"METAFLOW_KUBERNETES_POD_NAME": "hpsflow-test-start", "METAFLOW_KUBERNETES_POD_NAMESPACE": "hps-test",
            "METAFLOW_KUBERNETES_POD_ID": "0000", "METAFLOW_KUBERNETES_SERVICE_ACCOUNT_NAME": "default",
            "METAFLOW_KUBERNETES_NODE_IP": "10.0.0.1"}
