@@ -28,6 +28,13 @@ class StepContext:
     parent_run_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)  # lineage tags put on every MLflow run
 
+    def __post_init__(self) -> None:
+        # torch would start one thread per visible core, however many CPUs the step asked for
+        # (hps_core.cpu_threads: side-by-side steps and CPU-limited pods oversubscribe badly)
+        from hps_core.cpu_threads import configure_torch_threads
+
+        configure_torch_threads(self.cfg.resources.cpu)
+
     @property
     def cache_dir(self) -> Path:
         """Shared across runs: built tiny models and reference log-probs, keyed by content digests."""
@@ -114,7 +121,6 @@ def build_groups(ctx: StepContext, canonical: Ref) -> dict[str, Any]:
     base = resolve_base_model(ctx, table)
     with ctx.child("build_groups") as run_id:
         ctx.tracker.log_metrics(run_id, {f"groups/{k}": v for k, v in stats.items()})
-        ctx.tracker.log_artifact(run_id, str(negatives_path), "groups")
         handed = {"groups": publish(ctx, run_id, groups_path, "groups"),
                   "negatives": publish(ctx, run_id, negatives_path, "negatives"),
                   # the tiny model is built here, so later steps on other machines fetch it; hub ids pass as they are

@@ -1,0 +1,58 @@
+"""How many CPU threads torch may use in a step: the step's CPU request, never more CPUs than it can get.
+
+torch's default is one thread per core it can see, and it sees the whole machine: a pod that asked for 2
+CPUs on a 64-core node starts 64 threads that the CPU quota then throttles, and two steps run side by side
+on a laptop (``train_sft`` beside ``train_reward_model``, the comparison's branches under
+``--max-workers``) each start one thread per core. Oversubscribed OpenMP threads spin at every barrier
+while the thread they wait for is descheduled: measured on the 2-core dev box, two side-by-side steps took
+over 4x longer with torch's default than with one thread each (README "Method comparison").
+
+The rule: ``[resources] cpu`` of the config (what a pod requests), capped by the CPUs this process may
+run on (its affinity mask and, in a container, its cgroup CPU quota). ``HPS_CPU_THREADS`` overrides it;
+a user's ``OMP_NUM_THREADS`` is respected as it is.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+OVERRIDE_VAR = "HPS_CPU_THREADS"
+_CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
+
+
+def usable_cpus(cgroup_cpu_max: Path = _CGROUP_CPU_MAX) -> int:
+    """CPUs this process can use: its affinity mask, capped by a cgroup v2 CPU quota (rounded up)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit readable: the affinity mask is the bound
+    return max(1, cpus)
+
+
+def step_threads(cpu_request: int, environ: dict[str, str] | None = None, cgroup_cpu_max: Path = _CGROUP_CPU_MAX) -> int | None:
+    """Threads for a step that requested ``cpu_request`` CPUs; None when the user set OMP_NUM_THREADS
+    (torch has already taken it). Raises ValueError on a malformed ``HPS_CPU_THREADS``."""
+    environ = os.environ if environ is None else environ
+    if environ.get(OVERRIDE_VAR):
+        value = environ[OVERRIDE_VAR]
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{OVERRIDE_VAR}={value!r}: expected a whole number of threads >= 1 (or unset it)")
+        return int(value)
+    if environ.get("OMP_NUM_THREADS"):
+        return None
+    return max(1, min(int(cpu_request), usable_cpus(cgroup_cpu_max)))
+
+
+def configure_torch_threads(cpu_request: int) -> int:
+    """Apply :func:`step_threads` to torch (intra-op threads) in this process; returns the thread count."""
+    import torch
+
+    threads = step_threads(cpu_request)
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
