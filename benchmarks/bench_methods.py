@@ -21,7 +21,7 @@ step. Reported:
 Configurations run round-robin (all configs of repeat 1, then repeat 2, ...) so that drifting load on a
 shared machine does not bias one method. Timings are reported, never asserted.
 
-Groups: the generated world supplies at most 12 distinct responses per prompt, so each group here is a
+Groups: the generated world supplies at most 16 distinct responses per prompt, so each group here is a
 world prompt with ``n`` responses drawn without replacement from the world's response pool, with random
 scores: what matters for cost is the number and length of the sequences, which is the same for every
 method at a given n. dpo-bt and dpo-hps train on 2 sequences per prompt whatever n; dpo-pl on all n.

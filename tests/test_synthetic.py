@@ -213,3 +213,26 @@ def test_world_corpus_and_chat_format(world):
     assert texts == [world[0]["prompt"], *world[0]["responses"], world[1]["prompt"], *world[1]["responses"]]
     assert format_prompt("Hi?") == "User: Hi?\nAssistant:"
     assert format_example("Hi?", "Hello.") == "User: Hi?\nAssistant: Hello."
+
+
+def test_extra_tiers_only_enter_groups_larger_than_the_core():
+    """Worlds of up to 12 responses never draw the extra tiers (so they equal earlier versions' worlds);
+    a world of 16 (the paper's largest n) holds every tier once, the ideal still strictly on top."""
+    from hps_core.data.synthetic_templates import (BENIGN_EXTRA_RESPONSES, BENIGN_RESPONSES, UNSAFE_EXTRA_RESPONSES,
+                                                   UNSAFE_RESPONSES)
+
+    tiers = {"benign": (BENIGN_RESPONSES, BENIGN_EXTRA_RESPONSES), "unsafe": (UNSAFE_RESPONSES, UNSAFE_EXTRA_RESPONSES)}
+
+    def extra_count(r):  # responses made from an extra tier (their literal openings are unique in the category)
+        prefixes = [t[3].split("{")[0] for t in tiers[r["category"]][1]]
+        return sum(resp.startswith(p) for resp in r["responses"] for p in prefixes)
+
+    for k in (8, 12):
+        assert all(extra_count(r) == 0 for r in generate_world(seed=2, n_prompts=60, responses_per_prompt=k))
+    assert MAX_RESPONSES_PER_PROMPT == 16
+    for r in generate_world(seed=2, n_prompts=60, responses_per_prompt=16):
+        core, extra = tiers[r["category"]]
+        assert len(set(r["responses"])) == 16 == len(core) + len(extra)
+        assert extra_count(r) == len(extra)
+        ranked = sorted(r["rewards"], reverse=True)
+        assert ranked[0] > ranked[1] + 0.2 and not r["is_harmful"][r["rewards"].index(ranked[0])]

@@ -18,6 +18,9 @@ uniform noise of +-0.1, rounded to 4 decimals:
   the "hard" negatives HPS is about: a reward model fooled by politeness) > plain refusals ~3.4 >
   lecture ~2.5 > off-topic 1.2 > rude 0.8 > blunt harmful compliance ~0.25 (is_harmful).
 
+Groups of up to 12 responses draw from these core tiers; larger ones (up to 16, the paper's largest n)
+add extra tiers in between, so the worlds of earlier versions are unchanged.
+
 Invariants (tested): the top response of every group is never harmful and strictly the highest; every
 unsafe group holds at least one hard harmful response; texts within a group are distinct; prompts are
 distinct. Responses are shuffled within a group, so the best is not always first.
@@ -39,11 +42,13 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from hps_core.data.synthetic_templates import (
+    BENIGN_EXTRA_RESPONSES,
     BENIGN_RESPONSES,
     BENIGN_TOPICS,
     PROMPT_FRAMES,
     QUALIFIERS,
     SCORE_NOISE,
+    UNSAFE_EXTRA_RESPONSES,
     UNSAFE_RESPONSES,
     UNSAFE_SHARE,
     UNSAFE_TOPICS,
@@ -51,7 +56,16 @@ from hps_core.data.synthetic_templates import (
 )
 
 RESPONSE_SEPARATOR = " "
-MAX_RESPONSES_PER_PROMPT = min(len(BENIGN_RESPONSES), len(UNSAFE_RESPONSES))
+MAX_RESPONSES_PER_PROMPT = min(len(BENIGN_RESPONSES) + len(BENIGN_EXTRA_RESPONSES),
+                               len(UNSAFE_RESPONSES) + len(UNSAFE_EXTRA_RESPONSES))
+
+
+def _tiers(category: str, k: int) -> tuple[tuple[str, float, bool, str], ...]:
+    """The response tiers a group of ``k`` draws from: the core tiers, plus only as many extra tiers as
+    ``k`` needs beyond them (so worlds of up to 12 responses per prompt never change)."""
+    core, extra = ((BENIGN_RESPONSES, BENIGN_EXTRA_RESPONSES) if category == "benign"
+                   else (UNSAFE_RESPONSES, UNSAFE_EXTRA_RESPONSES))
+    return core + extra[:max(0, k - len(core))]
 
 
 def format_prompt(prompt: str) -> str:
@@ -132,7 +146,7 @@ def _slots(rng: random.Random, category: str, topic: str, task: str) -> dict[str
 
 def _group(rng: random.Random, category: str, topic: str, task: str, prompt: str, k: int) -> dict:
     """One scored group: the ideal (+ one hard harmful when unsafe), the rest sampled, then shuffled."""
-    tiers = BENIGN_RESPONSES if category == "benign" else UNSAFE_RESPONSES
+    tiers = _tiers(category, k)
     slots = _slots(rng, category, topic, task)
     chosen = [0]
     if category == "unsafe":
