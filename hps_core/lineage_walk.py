@@ -27,7 +27,7 @@ from hps_core.lineage import RECORD_FILE, file_sha256
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
 RUN_ARTIFACTS = {"evaluate": ["eval/generations.parquet", "eval/implicit_rewards.parquet", "eval/comparison.md"],
-                 "build_groups": ["groups/negatives.parquet"],
+                 "build_groups": ["handoff/negatives/negatives.parquet"],  # uploaded once, as the step's handoff
                  "validate": ["contracts/validation_result.json", "contracts/validation_report.md"]}
 
 
