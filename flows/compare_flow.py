@@ -44,36 +44,23 @@ class CompareFlow(FlowSpec):
     )
 
     def _ctx(self):
-        from pathlib import Path
-
         from hps_core.config import PipelineConfig
+        from hps_core.flow_run import step_context
         from hps_core.pipeline import StepContext
-        from hps_core.tracking import MlflowTracker
 
-        cfg = PipelineConfig.from_dict(dict(self.config), source="config")
-        tracker = MlflowTracker(self.tracking_uri, experiment_name=cfg.run.experiment)
-        return StepContext(cfg, Path(self.run_dir), tracker, self.mlflow_parent_run_id, dict(self.lineage))
+        return step_context(self, PipelineConfig.from_dict(dict(self.config), source="config"), StepContext)
 
     @step
     def start(self):
         """Resolve the config, record the code version, open the MLflow parent run."""
-        from pathlib import Path
-
         from hps_core.config import PipelineConfig
-        from hps_core.lineage import code_version, json_digest
-        from hps_core.tracking import MlflowTracker, resolve_tracking_uri
+        from hps_core.flow_run import open_run
 
         cfg = PipelineConfig.from_dict(dict(self.config), source="config")
         self.started_at = time.time()
-        self.resolved_config = cfg.to_dict()
-        self.run_dir = str((Path(cfg.run.output_dir) / "runs" / current.run_id).resolve())
-        self.tracking_uri = resolve_tracking_uri()
-        self.lineage = {"metaflow.pathspec": f"{current.flow_name}/{current.run_id}", "git_commit": code_version(),
-                        "config_digest": json_digest(self.resolved_config)}
-        tracker = MlflowTracker(self.tracking_uri, experiment_name=cfg.run.experiment)
-        self.mlflow_parent_run_id = tracker.create_parent_run(f"compare-{current.run_id}", tags=self.lineage)
-        tracker.log_params(self.mlflow_parent_run_id, self.resolved_config)
-        print(f"MLflow: {self.tracking_uri} (run {self.mlflow_parent_run_id}); outputs in {self.run_dir}")
+        for name, value in open_run(cfg, flow_name=current.flow_name, run_id=current.run_id,
+                                    run_name=f"compare-{current.run_id}").items():
+            setattr(self, name, value)
         self.next(self.validate)
 
     @card(type="blank", id="contracts")

@@ -48,15 +48,11 @@ class ExpandFlow(FlowSpec):
                         help="score every response of an expanded group with the reward model (one scale), not only the new ones")
 
     def _ctx(self, sub: str = ""):
-        from pathlib import Path
-
         from hps_core.config import PipelineConfig
+        from hps_core.flow_run import step_context
         from hps_core.pipeline import StepContext
-        from hps_core.tracking import MlflowTracker
 
-        cfg = PipelineConfig.from_dict(dict(self.config), source="config")
-        tracker = MlflowTracker(self.tracking_uri, experiment_name=cfg.run.experiment)
-        return StepContext(cfg, Path(self.run_dir) / sub, tracker, self.mlflow_parent_run_id, dict(self.lineage))
+        return step_context(self, PipelineConfig.from_dict(dict(self.config), source="config"), StepContext, sub)
 
     @step
     def start(self):
@@ -64,22 +60,18 @@ class ExpandFlow(FlowSpec):
         from pathlib import Path
 
         from hps_core.config import PipelineConfig
-        from hps_core.lineage import code_version
-        from hps_core.tracking import MlflowTracker, resolve_tracking_uri
+        from hps_core.flow_run import open_run
 
         if self.k < 2:
             raise ValueError(f"--k {self.k}: a preference group needs at least 2 responses; use --k 2 or more")
         cfg = PipelineConfig.from_dict(dict(self.config), source="config")
-        self.resolved_config = cfg.to_dict()
-        self.run_dir = str((Path(cfg.run.output_dir) / "runs" / current.run_id).resolve())
         self.out_path = str(Path(self.out).resolve())
-        self.tracking_uri = resolve_tracking_uri()
-        self.lineage = {"metaflow.pathspec": f"{current.flow_name}/{current.run_id}", "git_commit": code_version()}
-        tracker = MlflowTracker(self.tracking_uri, experiment_name=cfg.run.experiment)
-        self.mlflow_parent_run_id = tracker.create_parent_run(f"expand-{current.run_id}", tags=self.lineage)
-        tracker.log_params(self.mlflow_parent_run_id, {**self.resolved_config, "expand": {
-            "generator": self.generator, "reward_model": self.reward_model_path, "k": self.k, "shards": self.shards,
-            "rescore": self.rescore, "out": self.out_path}})
+        expand = {"generator": self.generator, "reward_model": self.reward_model_path, "k": self.k,
+                  "shards": self.shards, "rescore": self.rescore, "out": self.out_path}
+        for name, value in open_run(cfg, flow_name=current.flow_name, run_id=current.run_id,
+                                    run_name=f"expand-{current.run_id}", digest_config=False,
+                                    extra_params={"expand": expand}).items():
+            setattr(self, name, value)
         self.next(self.validate)
 
     @step

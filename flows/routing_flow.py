@@ -41,38 +41,22 @@ class RoutingFlow(FlowSpec):
     )
 
     def _ctx(self):
-        from pathlib import Path
-
+        from hps_core.flow_run import step_context
         from hps_core.routing.config import RoutingConfig
         from hps_core.routing.steps import RoutingContext
-        from hps_core.tracking import MlflowTracker
 
-        cfg = RoutingConfig.from_dict(dict(self.config), source="config")
-        tracker = MlflowTracker(self.tracking_uri, experiment_name=cfg.run.experiment)
-        return RoutingContext(cfg, Path(self.run_dir), tracker, self.mlflow_parent_run_id, dict(self.lineage))
+        return step_context(self, RoutingConfig.from_dict(dict(self.config), source="config"), RoutingContext)
 
     @step
     def start(self):
         """Resolve the config, record the code version, open the MLflow parent run."""
-        from pathlib import Path
-
-        from hps_core.lineage import code_version, json_digest
+        from hps_core.flow_run import open_run
         from hps_core.routing.config import RoutingConfig
-        from hps_core.tracking import MlflowTracker, resolve_tracking_uri
 
         cfg = RoutingConfig.from_dict(dict(self.config), source="config")
-        self.resolved_config = cfg.to_dict()
-        self.run_dir = str((Path(cfg.run.output_dir) / "routing" / current.run_id).resolve())
-        self.tracking_uri = resolve_tracking_uri()
-        self.lineage = {
-            "metaflow.pathspec": f"{current.flow_name}/{current.run_id}",
-            "git_commit": code_version(),
-            "config_digest": json_digest(self.resolved_config),
-        }
-        tracker = MlflowTracker(self.tracking_uri, experiment_name=cfg.run.experiment)
-        self.mlflow_parent_run_id = tracker.create_parent_run(f"routing-{current.run_id}", tags=self.lineage)
-        tracker.log_params(self.mlflow_parent_run_id, self.resolved_config)
-        print(f"MLflow: {self.tracking_uri} (run {self.mlflow_parent_run_id}); outputs in {self.run_dir}")
+        for name, value in open_run(cfg, flow_name=current.flow_name, run_id=current.run_id,
+                                    run_name=f"routing-{current.run_id}", runs_dir="routing").items():
+            setattr(self, name, value)
         self.next(self.validate)
 
     @card(type="blank", id="contracts")
