@@ -128,3 +128,12 @@ def test_claims_check_reads_the_table():
     assert lines[4].endswith("harmful_rate 0.100 vs 0.100 -> does not hold.")  # equal is not fewer
     assert lines[5] == "- **time per step like BT, not PL**: HPS/BT = 1.00x, PL/HPS = 3.73x -> holds."
     assert lines[6] == "- **peak memory like BT, not PL**: HPS/BT = 1.00x, PL/HPS = 3.00x -> holds."
+
+
+def test_report_names_the_measured_group_size_of_data_groups():
+    from hps_core.compare.aggregate import report_markdown
+
+    per_seed = _per_seed().assign(n=0, responses_per_train_group=8.0)
+    assert report_markdown(aggregate(per_seed), per_seed).startswith("### n = 8 (groups as in the data): 2 seed(s) [0, 1]")
+    per_seed["responses_per_train_group"] = 7.64
+    assert report_markdown(aggregate(per_seed), per_seed).startswith("### n = 7.6 on average (groups as in the data)")

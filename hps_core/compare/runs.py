@@ -148,7 +148,8 @@ def train_method(ctx: "StepContext", run: dict[str, Any], groups: Ref, sft_model
                                             "group_size": run["n"], "seed": run["seed"]})
     bctx = branch_context(ctx, run, branch_run)
     cfg = bctx.cfg
-    negatives = draw_negatives(cfg, spec, pd.read_parquet(groups_path))
+    table = pd.read_parquet(groups_path)
+    negatives = draw_negatives(cfg, spec, table)
     negatives_path = bctx.path("groups", "negatives.parquet")
     negatives.to_parquet(negatives_path, index=False)
     out = bctx.path("models", "policy")
@@ -177,6 +178,7 @@ def train_method(ctx: "StepContext", run: dict[str, Any], groups: Ref, sft_model
         bctx.tracker.log_artifact(run_id, str(negatives_path), "groups")
         model = publish(bctx, run_id, out, "policy")
     return {"model": model, "branch_run_id": branch_run, "cost": cost, "memory_kind": "cuda_max_allocated" if on_gpu else "rss_growth",
+            "responses_per_train_group": float(table.loc[table["split"] == "train", "n"].mean()),
             "negative_is_hardest_share": float((negatives["negative_rank"] == 1).mean()) if len(negatives) else float("nan")}
 
 
@@ -200,6 +202,7 @@ def result_row(run: dict[str, Any], trained: dict[str, Any], evaluated: dict[str
     row.update({k: float(trained["cost"][k]) for k in COST_METRICS})
     row.update({f"sft_{k}": float(evaluated["sft"].get(k, float("nan"))) for k in ("bleu", "reward_mean", "harmful_rate")})
     row["negative_is_hardest_share"] = trained.get("negative_is_hardest_share", float("nan"))
+    row["responses_per_train_group"] = trained.get("responses_per_train_group", float("nan"))
     return row
 
 
@@ -213,7 +216,7 @@ def write_outputs(ctx: "StepContext", rows: list[dict[str, Any]], *, wall_s: flo
     per_seed = per_seed.sort_values(["n", "label", "seed"], key=lambda c: c.map(order) if c.name == "label" else c,
                                     kind="stable").reset_index(drop=True)
     agg = aggregate(per_seed)
-    markdown = report_markdown(agg, per_seed, ctx.cfg, wall_s=wall_s)
+    markdown = report_markdown(agg, per_seed, wall_s=wall_s)
     paths = {"per_seed": ctx.path("compare", "per_seed.csv"), "aggregate": ctx.path("compare", "aggregate.csv"),
              "markdown": ctx.path("compare", "comparison.md"), "figure": ctx.path("compare", "comparison.png")}
     per_seed.to_csv(paths["per_seed"], index=False)
