@@ -202,7 +202,9 @@ class RegisterConfig:
 class ResourcesConfig:
     gpu: int = 0  # GPUs per training/eval step on a cluster (ignored on a laptop)
     memory: int = 8000  # MB per training/eval step on a cluster
-    cpu: int = 2
+    # CPUs per step: the pod's request on a cluster and, everywhere, the step's torch threads (capped by the
+    # CPUs it may use; hps_core/cpu_threads.py). 1 because steps run side by side on a laptop.
+    cpu: int = 1
     # Processes that train SFT and preference data-parallel (DDP via torchrun) on the step's node; on a
     # cluster usually the GPU count (one process per GPU). 1 = train in the step's own process.
     processes_per_node: int = 1
