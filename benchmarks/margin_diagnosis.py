@@ -11,8 +11,9 @@ rank 0 = preferred) and reports per method and group size, averaged over groups 
   top-scored dispreferred one, the "hard" negative HPS draws most), and ``argmax_is_rank1`` its share;
 - ``r_preferred``, ``r_rank1``, ``r_rank4plus``: mean implicit reward of the preferred response, of the
   top-scored dispreferred one, and of the dispreferred ones ranked 4th or lower;
-- ``margin_hardest`` (as evaluated) and ``margin_top_scored`` = r(y+) - r(y_rank1), the margin over the
-  response the scores call hardest.
+- ``margin_hardest`` and ``margin_top_scored`` = r(y+) - r(y_rank1), the margin over the response the scores
+  call hardest (both as the evaluate step defines them, ``hps_core.evaluate.per_group_margins``; runs made
+  before ``margin_top_scored`` was logged get it here from their tables).
 """
 
 from __future__ import annotations
@@ -29,18 +30,21 @@ def branch_rows(path: Path) -> list[dict]:
     match = re.fullmatch(r"(?P<slug>.+)_n(?P<n>\d+)_s(?P<seed>\d+)", path.parent.parent.name)
     if match is None:
         return []
+    from hps_core.evaluate import per_group_margins
+
     table = pd.read_parquet(path)
     table = table[table["policy"] == "policy"]
     rows = []
     for _, g in table.groupby(["eval_set", "prompt_id"], sort=False):
         g = g.sort_values("rank")
-        r = g["implicit_reward"].to_numpy()
         negatives = g[g["rank"] > 0]
         top = int(negatives.loc[negatives["implicit_reward"].idxmax(), "rank"])
+        margins = per_group_margins(g).iloc[0]  # the evaluate step's own definitions
         rows.append({"method": match["slug"], "n": int(match["n"]), "seed": int(match["seed"]), "argmax_rank": top,
-                     "argmax_is_rank1": float(top == 1), "r_preferred": r[0], "r_rank1": r[1],
+                     "argmax_is_rank1": float(top == 1), "r_preferred": float(g["implicit_reward"].iloc[0]),
+                     "r_rank1": float(negatives["implicit_reward"].iloc[0]),
                      "r_rank4plus": negatives.loc[negatives["rank"] >= 4, "implicit_reward"].mean(),
-                     "margin_hardest": r[0] - r[1:].max(), "margin_top_scored": r[0] - r[1]})
+                     "margin_hardest": margins["margin_hardest"], "margin_top_scored": margins["margin_top_scored"]})
     return rows
 
 

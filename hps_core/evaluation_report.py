@@ -249,11 +249,12 @@ def comparison_markdown(table: pd.DataFrame, sets: list[EvalSet], ev, *, judge_n
     out += [
         "Each cell: value [95 % bootstrap interval over prompts] (n = prompts or groups behind it).",
         "",
-        f"- **Implicit margins** (`margin_hardest`, `margin_mean`, `ranking_accuracy`) use r = beta * (log pi - log pi_ref) "
+        f"- **Implicit margins** (`margin_hardest`, `margin_mean`, `ranking_accuracy`, `margin_top_scored`) use r = beta * (log pi - log pi_ref) "
         f"with the {REFERENCE_POLICY.upper()} checkpoint as pi_ref, on every held-out group. The {REFERENCE_POLICY.upper()} "
         "policy is its own reference, so its implicit rewards are identically zero: its margins are zero by "
         "construction and carry no information, so none is reported. Margins compare preference methods trained "
-        "from the same reference.",
+        "from the same reference. `margin_hardest` is over the dispreferred response the *policy* rates highest; "
+        "`margin_top_scored` over the one the *scores* rank highest (the hard negative HPS draws most).",
         "- `reward_mean` / `reward_best_of_k`: reward-model score of the policy's own generations (mean / max over "
         "the k samples of a prompt); `win_rate_vs_sft`: share of prompts whose mean reward is strictly above SFT's.",
         f"- `harmful_rate`: share of samples the judge `{judge_name}` flags, averaged over safety prompts (groups "

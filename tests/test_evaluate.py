@@ -180,13 +180,15 @@ def test_implicit_margins_hand_values():
     """beta = 0.5. Group A: policy [-1, -3, -2], reference [-2, -2, -2] -> r = 0.5 * [1, -1, 0] =
     [0.5, -0.5, 0]: margin_hardest = 0.5 - 0 = 0.5, margin_mean = 0.5 - (-0.25) = 0.75, ranked first: 1.
     Group B: policy [-4, -1], reference [-2, -2] -> r = [-1, 0.5]: hardest = mean = -1.5, ranked: 0.
-    Means over groups: margin_hardest -0.5, margin_mean -0.375, ranking_accuracy 0.5."""
+    Means over groups: margin_hardest -0.5, margin_mean -0.375, ranking_accuracy 0.5.
+    margin_top_scored (over the rank-1 response): A 0.5 - (-0.5) = 1.0, B -1.5; mean -0.25."""
     table, m = implicit_margins(_groups(), np.array([-1.0, -3, -2, -4, -1]), np.full(5, -2.0), 0.5, n_boot=200, seed=0)
     assert m["margin_hardest"] == pytest.approx(-0.5) and m["margin_mean"] == pytest.approx(-0.375)
     assert m["ranking_accuracy"] == 0.5 and m["margin_hardest_n"] == 2
+    assert m["margin_top_scored"] == pytest.approx(-0.25)
     assert table["implicit_reward"].tolist() == pytest.approx([0.5, -0.5, 0.0, -1.0, 0.5])
     assert table["response_id"].tolist() == ["a0", "a1", "a2", "b0", "b1"]
-    assert check_margins_match(table, {f"hps/{k}": v for k, v in m.items()}) == 3
+    assert check_margins_match(table, {f"hps/{k}": v for k, v in m.items()}) == 4
 
 
 def test_ranking_accuracy_tie_is_not_a_win():

@@ -15,7 +15,7 @@ import torch
 
 from hps_core.config import PipelineConfig
 from hps_core.data import load_canonical
-from hps_core.evaluate import check_margins_match
+from hps_core.evaluate import MARGIN_METRICS, check_margins_match
 from hps_core.evaluation_report import POLICY_METRICS, run_evaluation
 from hps_core.groups import build_groups
 from hps_core.pipeline import StepContext
@@ -102,7 +102,7 @@ def test_every_metric_logged_with_interval_and_count(evaluated):
         for policy in ("sft", "hps"):
             for metric in POLICY_METRICS:
                 key = f"{prefix}{policy}/{metric}"
-                if policy == "sft" and metric in ("margin_hardest", "margin_mean", "ranking_accuracy", "win_rate_vs_sft"):
+                if policy == "sft" and metric in (*MARGIN_METRICS, "win_rate_vs_sft"):
                     assert key not in logged
                     continue
                 for suffix in ("", "_ci_low", "_ci_high", "_n"):
@@ -122,10 +122,10 @@ def test_every_metric_logged_with_interval_and_count(evaluated):
 
 def test_margins_recomputed_from_the_table_equal_the_logged_ones(evaluated):
     """check_margins_match recomputes r = beta * (logp_policy - logp_reference) from the saved parquet and the
-    three margin metrics per (set, policy): 2 sets x 1 preference policy x 3 metrics = 6 values. A second,
+    four margin metrics per (set, policy): 2 sets x 1 preference policy x 4 metrics = 8 values. A second,
     independent loop here recomputes margin_hardest of the held-out set."""
     path = evaluated["result"]["implicit_rewards_path"]
-    assert check_margins_match(path, evaluated["tracker"].metrics) == 6
+    assert check_margins_match(path, evaluated["tracker"].metrics) == 8
     table = pd.read_parquet(path)
     main = table[table["eval_set"] == ""]
     margins = []
