@@ -146,7 +146,8 @@ class CompareFlow(FlowSpec):
         self.merge_artifacts(inputs, include=["started_at", "resolved_config", "run_dir", "tracking_uri", "lineage",
                                               "mlflow_parent_run_id"])
         self.rows = [inp.row for inp in inputs]
-        self.comparison = write_outputs(self._ctx(), self.rows, wall_s=time.time() - self.started_at)
+        self.comparison = write_outputs(self._ctx(), self.rows, inputs[0].sized_groups["sizes"],
+                                        wall_s=time.time() - self.started_at)
         current.card["comparison"].append(Markdown(scrub_text("# Method comparison\n\n" + self.comparison["markdown"])))
         with open(self.comparison["paths"]["figure"], "rb") as handle:
             current.card["comparison"].append(Image(handle.read(), label="comparison.png"))

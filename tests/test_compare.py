@@ -133,7 +133,8 @@ def test_claims_check_reads_the_table():
 def test_report_names_the_measured_group_size_of_data_groups():
     from hps_core.compare.aggregate import report_markdown
 
-    per_seed = _per_seed().assign(n=0, responses_per_train_group=8.0)
-    assert report_markdown(aggregate(per_seed), per_seed).startswith("### n = 8 (groups as in the data): 2 seed(s) [0, 1]")
-    per_seed["responses_per_train_group"] = 7.64
-    assert report_markdown(aggregate(per_seed), per_seed).startswith("### n = 7.6 on average (groups as in the data)")
+    per_seed = _per_seed().assign(n=0)
+    sizes = {"0": {"train_groups": 50, "responses_per_train_group": 8.0}}
+    assert report_markdown(aggregate(per_seed), per_seed, sizes).startswith("### n = 8 (groups as in the data): 2 seed(s) [0, 1]")
+    sizes["0"]["responses_per_train_group"] = 7.64
+    assert report_markdown(aggregate(per_seed), per_seed, sizes).startswith("### n = 7.6 on average (groups as in the data)")

@@ -142,12 +142,13 @@ def claims_check(agg: pd.DataFrame, n: int) -> list[str]:
     return out
 
 
-def report_markdown(agg: pd.DataFrame, per_seed: pd.DataFrame, *, wall_s: float | None = None) -> str:
+def report_markdown(agg: pd.DataFrame, per_seed: pd.DataFrame, sizes: dict[str, dict[str, float]], *,
+                    wall_s: float | None = None) -> str:
     """Tables per group size, the claims check, and how to read them."""
     seeds = sorted(per_seed["seed"].unique().tolist())
     out = []
     for n in dict.fromkeys(agg["n"]):
-        shown = n if n else f"{_data_n(per_seed[per_seed['n'] == n])} (groups as in the data)"
+        shown = n if n else f"{_data_n(sizes.get(str(n), {}))} (groups as in the data)"
         out += [f"### n = {shown}: {len(seeds)} seed(s) {seeds}", "", markdown_table(agg, n), "", "Claims check:", "",
                 *claims_check(agg, n), ""]
     out += [
@@ -166,12 +167,11 @@ def report_markdown(agg: pd.DataFrame, per_seed: pd.DataFrame, *, wall_s: float 
     return "\n".join(out)
 
 
-def _data_n(rows: pd.DataFrame) -> str:
-    """The training groups' size as the branches measured it: "8", or "7.6 on average" when sizes differ."""
-    sizes = rows["responses_per_train_group"].dropna() if "responses_per_train_group" in rows else pd.Series(dtype=float)
-    if sizes.empty:
+def _data_n(size: dict[str, float]) -> str:
+    """The training groups' size as ``group_size_files`` measured it: "8", or "7.6 on average" when sizes differ."""
+    mean = size.get("responses_per_train_group")
+    if mean is None:
         return "?"
-    mean = float(sizes.mean())
     return f"{mean:.0f}" if float(mean).is_integer() else f"{mean:.1f} on average"
 
 

@@ -148,8 +148,7 @@ def train_method(ctx: "StepContext", run: dict[str, Any], groups: Ref, sft_model
                                             "group_size": run["n"], "seed": run["seed"]})
     bctx = branch_context(ctx, run, branch_run)
     cfg = bctx.cfg
-    table = pd.read_parquet(groups_path)
-    negatives = draw_negatives(cfg, spec, table)
+    negatives = draw_negatives(cfg, spec, pd.read_parquet(groups_path))
     negatives_path = bctx.path("groups", "negatives.parquet")
     negatives.to_parquet(negatives_path, index=False)
     out = bctx.path("models", "policy")
@@ -178,7 +177,6 @@ def train_method(ctx: "StepContext", run: dict[str, Any], groups: Ref, sft_model
         bctx.tracker.log_artifact(run_id, str(negatives_path), "groups")
         model = publish(bctx, run_id, out, "policy")
     return {"model": model, "branch_run_id": branch_run, "cost": cost, "memory_kind": "cuda_max_allocated" if on_gpu else "rss_growth",
-            "responses_per_train_group": float(table.loc[table["split"] == "train", "n"].mean()),
             "negative_is_hardest_share": float((negatives["negative_rank"] == 1).mean()) if len(negatives) else float("nan")}
 
 
@@ -202,13 +200,14 @@ def result_row(run: dict[str, Any], trained: dict[str, Any], evaluated: dict[str
     row.update({k: float(trained["cost"][k]) for k in COST_METRICS})
     row.update({f"sft_{k}": float(evaluated["sft"].get(k, float("nan"))) for k in ("bleu", "reward_mean", "harmful_rate")})
     row["negative_is_hardest_share"] = trained.get("negative_is_hardest_share", float("nan"))
-    row["responses_per_train_group"] = trained.get("responses_per_train_group", float("nan"))
     return row
 
 
-def write_outputs(ctx: "StepContext", rows: list[dict[str, Any]], *, wall_s: float | None = None) -> dict[str, Any]:
+def write_outputs(ctx: "StepContext", rows: list[dict[str, Any]], sizes: dict[str, dict[str, float]], *,
+                  wall_s: float | None = None) -> dict[str, Any]:
     """The per-seed table, the aggregated table, markdown and plot under ``compare/``, logged to a
-    ``compare_report`` MLflow run (artifacts ``compare/*`` and one metric per method, n and column)."""
+    ``compare_report`` MLflow run (artifacts ``compare/*`` and one metric per method, n and column).
+    ``sizes``: :func:`group_size_files`' measured sizes per group size (``str(n)`` keys)."""
     from hps_core.compare.aggregate import aggregate, comparison_figure, report_markdown
 
     per_seed = pd.DataFrame(rows).sort_values(["n", "seed"], kind="stable").reset_index(drop=True)
@@ -216,7 +215,7 @@ def write_outputs(ctx: "StepContext", rows: list[dict[str, Any]], *, wall_s: flo
     per_seed = per_seed.sort_values(["n", "label", "seed"], key=lambda c: c.map(order) if c.name == "label" else c,
                                     kind="stable").reset_index(drop=True)
     agg = aggregate(per_seed)
-    markdown = report_markdown(agg, per_seed, wall_s=wall_s)
+    markdown = report_markdown(agg, per_seed, sizes, wall_s=wall_s)
     paths = {"per_seed": ctx.path("compare", "per_seed.csv"), "aggregate": ctx.path("compare", "aggregate.csv"),
              "markdown": ctx.path("compare", "comparison.md"), "figure": ctx.path("compare", "comparison.png")}
     per_seed.to_csv(paths["per_seed"], index=False)
