@@ -93,7 +93,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class LoraConfig:
     # LoRA adapters (needs the optional extra: pip install 'hps-align[lora]'). r = 0 trains every weight.
-    # With r > 0 only the adapters train; the saved model has them merged, so it loads like any other.
+    # With r > 0 only the adapters train; the saved model has them merged, so it loads like any other, and
+    # keeps the unmerged adapter in PEFT's format in its adapter/ subdirectory.
     r: int = 0
     alpha: float = 16.0
     dropout: float = 0.0
@@ -113,6 +114,7 @@ class TrainStageConfig:
     grad_accum_steps: int = 1
     log_every: int = 10
     checkpoint_every: int = 50  # optimizer steps between in-training checkpoints (resume after a crash)
+    save_total_limit: int = 2  # checkpoint-<step> directories kept, newest first (older ones are deleted)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more time
     lora: LoraConfig = field(default_factory=LoraConfig)
 
@@ -323,7 +325,7 @@ class PipelineConfig:
                               f"{self.register.alias!r}; give the champion its own alias (or \"\" to disable)")
         for section in ("sft", "hps"):
             sec = getattr(self, section)
-            for name in ("epochs", "batch_size", "grad_accum_steps", "log_every"):
+            for name in ("epochs", "batch_size", "grad_accum_steps", "log_every", "save_total_limit"):
                 if name == "epochs" and section == "sft" and sec.epochs == 0:
                     continue  # 0: the base is already an SFT model and becomes the SFT checkpoint as it is
                 if getattr(sec, name) < 1:

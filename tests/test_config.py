@@ -45,6 +45,7 @@ def test_unknown_section_is_an_error(tmp_path):
         ("[hps]\ngamma_schedule = 'cosine'\n", "gamma_schedule"),
         ("[hps]\nbt_negative_rule = 'best'\n", "bt_negative_rule"),
         ("[sft]\nbatch_size = 0\n", "sft.batch_size must be >= 1"),
+        ("[hps]\nsave_total_limit = 0\n", "hps.save_total_limit must be >= 1"),
     ],
 )
 def test_invalid_values_are_rejected_with_the_fix(text, fragment):

@@ -119,8 +119,8 @@ def _rank(rank: int, world_size: int, port: int, root: str, runs: list[dict]) ->
         return lambda *a, **k: writes.append(what) or fn(*a, **k)
 
     loop.save_checkpoint = recorded("checkpoint", loop.save_checkpoint)
-    sft.save_model_atomic = recorded("model", sft.save_model_atomic)
-    preference.save_model_atomic = recorded("model", preference.save_model_atomic)
+    sft.save_trained_model = recorded("model", sft.save_trained_model)
+    preference.save_trained_model = recorded("model", preference.save_trained_model)
     try:
         for run in runs:
             logs, writes[:] = [], []
@@ -205,7 +205,9 @@ def test_only_rank_0_logs_and_writes(runs):
         assert rank1["writes"] == [] and _drop(rank1["metrics"], timing) == _drop(rank0["metrics"], timing)
     assert runs.ranks["sft_2"][0]["writes"] == ["model"]
     assert runs.ranks["pref_2"][0]["writes"] == ["checkpoint", "checkpoint", "model"]
-    assert (runs.root / "ckpt_2" / "latest").is_dir() and not (runs.root / "sft_2" / "rank1").exists()
+    # Checkpoints at steps 2 and 4, both kept (save_total_limit 2): rank 0's, in the checkpoint-<step> layout.
+    assert sorted(p.name for p in (runs.root / "ckpt_2").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert not (runs.root / "sft_2" / "rank1").exists()
 
 
 def test_reference_pass_is_shared_and_cached_once(runs):

@@ -84,7 +84,7 @@ def test_kill_resume_and_registry_outage_lose_nothing(tmp_path):
         assert run_b.returncode != 0 and "train_hps" in out_b, out_b[-4000:]
         a, b = _run_id(log_a), _run_id(log_b)
         run_dir_b = work / ".hps" / "runs" / b
-        assert (run_dir_b / "checkpoints" / "hps" / "latest").is_dir()
+        assert (run_dir_b / "checkpoints" / "hps" / "checkpoint-4").is_dir()  # checkpoint-<step> layout
         assert not (run_dir_b / "models" / "hps").exists()  # no half-written final model
         sft_weights = run_dir_b / "models" / "sft" / "model.safetensors"
         sft_mtime = sft_weights.stat().st_mtime_ns

@@ -143,9 +143,11 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_parameters(world, tmp_pat
         train_preference(world.model_dir, world.groups, _negatives(world.groups, cfg), MODEL, cfg, tmp_path / "b",
                          log_fn=dies_at_step_6, checkpoint_dir=ckpt)
     saved = latest_checkpoint(ckpt)
-    assert saved is not None and (saved / "meta.json").read_text().count('"step": 5') == 1
-    # Tied embeddings: the LM head shares the embedding's tensor, so the checkpoint stores it once.
-    stored = load_file(str(saved / WEIGHTS))
+    assert saved == ckpt / "checkpoint-5" and (saved / "meta.json").read_text().count('"step": 5') == 1
+    # A full fine-tune resumes from save_pretrained's file (no second copy). Tied embeddings: the LM head
+    # shares the embedding's tensor, so the checkpoint stores it once.
+    assert not (saved / WEIGHTS).exists()
+    stored = load_file(str(saved / "model.safetensors"))
     assert "model.embed_tokens.weight" in stored and "lm_head.weight" not in stored
 
     resumed, logs, out_b = _run(world, tmp_path, cfg, name="b", checkpoint_dir=ckpt)
@@ -306,7 +308,8 @@ def test_gradient_checkpointing_gives_the_same_training(world, tmp_path):
 @pytest.mark.skipif(not peft_available(), reason="peft not installed (optional extra 'lora')")
 def test_lora_trains_adapters_only_and_saves_a_merged_model(world, tmp_path):
     """r = 4 on every linear layer: embeddings and norms stay frozen (bit-identical after training), the
-    linear weights move (adapters merged), and the output is a plain model directory (no adapter files)."""
+    linear weights move (adapters merged), and the output is a plain model directory (no adapter files at
+    its top level; the unmerged adapter is in adapter/, see test_checkpoints.py)."""
     cfg = _cfg(lora=LoraConfig(r=4, alpha=8.0), gradient_checkpointing=True, checkpoint_every=5)
     metrics, _, out = _run(world, tmp_path, cfg, checkpoint_dir=tmp_path / "ckpt")
     assert metrics["steps"] == 5.0 and not list(out.glob("adapter_*"))

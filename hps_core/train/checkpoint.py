@@ -1,34 +1,60 @@
-"""In-training checkpoints, written atomically so a crash never leaves a half-written one behind.
+"""In-training checkpoints in the layout of transformers' Trainer, written atomically so a crash never
+leaves a half-written one behind.
 
-A checkpoint is a directory ``<root>/latest`` holding:
-- ``trainable.safetensors``: every trainable parameter by its ``named_parameters()`` name. Tied weights
-  appear once (the tied LM head shares the embedding's tensor), LoRA runs store only the adapters, and
-  frozen weights are not stored: the trainer reloads them from the same starting model on resume.
+Every checkpoint is a directory ``<root>/checkpoint-<step>`` holding:
+- what ``from_pretrained`` reads. A full fine-tune: the model (``config.json``, ``model.safetensors``, from
+  ``save_pretrained``) and the tokenizer, so ``AutoModelForCausalLM.from_pretrained(".../checkpoint-<step>")``
+  loads the policy of that step. A LoRA run: the PEFT adapter (``adapter_config.json``,
+  ``adapter_model.safetensors``; ``peft.PeftModel.from_pretrained(base, ".../checkpoint-<step>")``) and the
+  tokenizer. The tokenizer is there when the trainer was given one (SFT and preference training are).
+- the trainable parameters for resume. A full fine-tune trains every parameter, and ``model.safetensors``
+  stores them under their ``named_parameters()`` names (tied weights once: the LM head shares the
+  embedding's tensor), so resume reads that file and no second copy is written. Otherwise (LoRA: only the
+  adapters train; peft renames them in its own file) ``trainable.safetensors`` holds every trainable
+  parameter by its ``named_parameters()`` name; frozen weights are not stored: the trainer reloads them
+  from the same starting model on resume.
 - ``trainer_state.pt``: optimizer, scheduler, CPU/CUDA RNG, step (tensors and plain types only, so it
   loads with ``weights_only=True``).
 - ``meta.json``: step and the run fingerprint (what the plan and settings were), checked on resume.
 The sampler needs no state of its own: negatives are drawn before training and the batch plan is a pure
 function of the seed, so (fingerprint, step) pins the position in the run.
 
-It is written to a temp directory beside the target and renamed into place. The previous checkpoint is
-moved aside first and removed last; a crash between the two renames leaves it as ``.old-*``, which
-:func:`latest_checkpoint` falls back to.
+A checkpoint is written to a temp directory beside its target (``.tmp-*``, never read) and renamed
+into place; only then are the checkpoints beyond the newest ``keep`` (``save_total_limit``) removed, each
+renamed out of sight before it is deleted, so at every moment the newest complete checkpoint is whole
+(temp directories a killed writer left are removed at the same time).
+:func:`latest_checkpoint` picks the complete checkpoint with the highest step. A root written before this
+layout (one ``<root>/latest``, or the ``.old-*`` a crash mid-swap left) is still found and resumed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
 
-LATEST = "latest"
+CHECKPOINT_PREFIX = "checkpoint-"
+LEGACY_LATEST = "latest"  # the one-checkpoint layout before checkpoint-<step>
 WEIGHTS = "trainable.safetensors"
+HF_WEIGHTS = "model.safetensors"
+HF_WEIGHTS_INDEX = "model.safetensors.index.json"  # save_pretrained's sharded form
 STATE = "trainer_state.pt"
+META = "meta.json"
+_NAME = re.compile(re.escape(CHECKPOINT_PREFIX) + r"(\d+)")
+_DELETING = ".deleting-"  # an old checkpoint on its way out
+# Directories only a crashed writer leaves: write_dir_atomic's temp and set-aside dirs, the old layout's temp
+# dirs, a checkpoint half deleted. Never read; the next prune removes them.
+_LEFTOVERS = (f".tmp-{CHECKPOINT_PREFIX}", f".replaced-{CHECKPOINT_PREFIX}", ".tmp-ckpt-", _DELETING)
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointMismatch(RuntimeError):
@@ -39,12 +65,51 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(root: Path, model, optimizer, scheduler, step: int, meta: dict | None = None) -> Path:
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-ckpt-", dir=root))
+def write_dir_atomic(target: Path, write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp)`` on a fresh temp directory beside ``target``, then rename it to ``target``: readers
+    see the old directory or the whole new one, never half of it. An existing ``target`` is moved aside
+    first and deleted last; on any error the temp directory is removed and ``target`` is left as it was."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    aside = None
     try:
-        save_file(trainable_state(model), str(tmp / WEIGHTS))
+        write(tmp)
+        if target.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".replaced-{target.name}-", dir=target.parent))
+            os.replace(target, aside / target.name)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if aside is not None and not target.exists() and (aside / target.name).exists():
+            os.replace(aside / target.name, target)  # put the previous one back
+        raise
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+    return target
+
+
+def _full_fine_tune(model) -> bool:
+    """Whether ``save_pretrained``'s weights are exactly the trainable parameters: a transformers model (no
+    adapters) whose every parameter trains. Then resume reads ``model.safetensors`` and no copy is kept."""
+    from hps_core.train.lora import is_peft_model
+
+    return (hasattr(model, "save_pretrained") and not is_peft_model(model)
+            and all(p.requires_grad for p in model.parameters()))
+
+
+def save_checkpoint(root: Path, model, optimizer, scheduler, step: int, meta: dict | None = None, *,
+                    tokenizer=None, keep: int = 2) -> Path:
+    """Write ``<root>/checkpoint-<step>`` (see the module docstring), then keep only the newest ``keep``."""
+    if keep < 1:
+        raise ValueError(f"keep (save_total_limit) must be >= 1, got {keep}: the newest checkpoint is what resumes")
+    root = Path(root)
+
+    def write(tmp: Path) -> None:
+        _write_weights(tmp, model)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
         state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -54,40 +119,101 @@ def save_checkpoint(root: Path, model, optimizer, scheduler, step: int, meta: di
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         torch.save(state, tmp / STATE)
-        (tmp / "meta.json").write_text(json.dumps({"step": step, **(meta or {})}, indent=2))
-        target = root / LATEST
-        old = root / f".old-{os.getpid()}"
-        if target.exists():
-            os.replace(target, old)  # keep the previous one until the new one is in place
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root / LATEST
+        (tmp / META).write_text(json.dumps({"step": step, **(meta or {})}, indent=2))
+
+    path = write_dir_atomic(root / f"{CHECKPOINT_PREFIX}{step}", write)
+    _prune(root, keep, path)
+    return path
+
+
+def _write_weights(tmp: Path, model) -> None:
+    from hps_core.train.lora import is_peft_model, save_adapter
+
+    if is_peft_model(model):
+        save_adapter(model, tmp)  # base_model_name_or_path: the path peft saw loaded
+    elif hasattr(model, "save_pretrained"):
+        model.save_pretrained(str(tmp), safe_serialization=True)
+    if not _full_fine_tune(model):
+        save_file(trainable_state(model), str(tmp / WEIGHTS))
+
+
+def _prune(root: Path, keep: int, newest: Path) -> None:
+    """Remove the complete checkpoints beyond the newest ``keep`` (legacy ones included), never ``newest``,
+    and what crashed writers left behind (temp directories of a killed write or delete: only one process,
+    rank 0, writes into ``root``, and its own write is in place by now). Each old checkpoint is first renamed
+    into a hidden ``.deleting-*`` directory, so a crash mid-delete leaves nothing that looks like a
+    checkpoint. A failure to delete is a warning, not the end of the run: the new checkpoint is in place."""
+    doomed = [path for _, path in _checkpoints(root)[:-keep] if path != newest]
+    doomed += [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_LEFTOVERS)]
+    for path in doomed:
+        try:
+            if not path.name.startswith(_LEFTOVERS):
+                hidden = Path(tempfile.mkdtemp(prefix=f"{_DELETING}{path.name}-", dir=root))
+                os.replace(path, hidden / path.name)
+                path = hidden
+            shutil.rmtree(path)
+        except OSError as err:
+            log.warning("could not delete %s under %s (save_total_limit %d): %s", path.name, root, keep, err)
+
+
+def _weight_files(path: Path) -> list[Path]:
+    """The files resume reads the trainable parameters from: ``trainable.safetensors``, else the full
+    fine-tune's ``save_pretrained`` weights (one file, or the shards its index names)."""
+    if (path / WEIGHTS).is_file():
+        return [path / WEIGHTS]
+    if (path / HF_WEIGHTS_INDEX).is_file():
+        shards = sorted(set(json.loads((path / HF_WEIGHTS_INDEX).read_text())["weight_map"].values()))
+        return [path / s for s in shards] if all((path / s).is_file() for s in shards) else []
+    return [path / HF_WEIGHTS] if (path / HF_WEIGHTS).is_file() else []
 
 
 def _complete(path: Path) -> bool:
-    return (path / STATE).is_file() and (path / WEIGHTS).is_file() and (path / "meta.json").is_file()
+    return path.is_dir() and (path / STATE).is_file() and (path / META).is_file() and bool(_weight_files(path))
+
+
+def _checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Every complete checkpoint under ``root`` as (step, path), oldest first: ``checkpoint-<step>`` dirs
+    and any legacy ``latest``/``.old-*`` (step from its meta.json; at a tie the legacy one counts older)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        if (m := _NAME.fullmatch(path.name)) and _complete(path):
+            found.append((int(m.group(1)), 1, path))
+        elif (path.name == LEGACY_LATEST or path.name.startswith(".old-")) and _complete(path):
+            found.append((int(checkpoint_meta(path)["step"]), 0, path))
+    return [(step, path) for step, _, path in sorted(found, key=lambda t: (t[0], t[1], t[2].name))]
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """``root/latest``, or the previous checkpoint left as ``.old-*`` by a crash mid-swap, or None."""
-    root = Path(root)
-    if _complete(root / LATEST):
-        return root / LATEST
-    old = sorted((p for p in root.glob(".old-*") if _complete(p)), key=lambda p: p.stat().st_mtime)
-    return old[-1] if old else None
+    """The complete checkpoint with the highest step under ``root`` (``checkpoint-<step>``, or a legacy
+    ``latest``/``.old-*``), or None. Temp directories and incomplete checkpoints are ignored."""
+    found = _checkpoints(root)
+    return found[-1][1] if found else None
 
 
 def checkpoint_meta(path: Path) -> dict:
-    return json.loads((Path(path) / "meta.json").read_text())
+    return json.loads((Path(path) / META).read_text())
 
 
 def load_model_state(path: Path, model) -> None:
-    """Copy the checkpoint's trainable parameters into ``model``; every trainable name must match exactly."""
+    """Copy the checkpoint's trainable parameters into ``model``; every trainable name must match exactly.
+
+    A name of a tied parameter counts as its own (``lm_head.weight`` for ``model.embed_tokens.weight``), and
+    a full fine-tune's ``model.safetensors`` may also hold persistent buffers, which are not parameters."""
+    path = Path(path)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    state = load_file(str(Path(path) / WEIGHTS), device=str(next(model.parameters()).device))
+    canonical = {id(p): n for n, p in params.items()}
+    aliases = {n: canonical[id(p)] for n, p in model.named_parameters(remove_duplicate=False) if id(p) in canonical}
+    files = _weight_files(path)
+    device = str(next(model.parameters()).device)
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(load_file(str(file), device=device))
+    if files and files[0].name != WEIGHTS:  # save_pretrained's file: drop buffers, name tied weights one way
+        buffers = {n for n, _ in model.named_buffers()}
+        state = {aliases.get(n, n): t for n, t in state.items() if n not in buffers}
     missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
     if missing or unexpected:
         raise CheckpointMismatch(
@@ -114,17 +240,11 @@ def load_trainer_state(path: Path, optimizer, scheduler) -> int:
 
 
 def save_model_atomic(model, tokenizer, out_dir: Path) -> Path:
-    """Save a final Hugging Face directory (safetensors) via temp-then-rename: readers never see half of it."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    """Save a final Hugging Face directory (safetensors) via temp-then-rename: readers never see half of it.
+    (A trained LoRA model goes through ``model_setup.save_trained_model``, which adds its adapter.)"""
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+
+    return write_dir_atomic(Path(out_dir), write)

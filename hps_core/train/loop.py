@@ -19,6 +19,10 @@ wrapped in DistributedDataParallel (``no_sync`` for all but the last micro-batch
 communication hook, so the clipped, applied gradient is the single-process gradient of the same global
 step. Metrics are summed across ranks before logging; only rank 0 logs, shows progress and writes
 checkpoints; every rank resumes from them. One process stays exactly as it was (no wrapper, no collectives).
+
+Checkpoints are ``checkpoint-<step>`` directories, the newest ``save_total_limit`` kept, each loadable with
+``from_pretrained`` (or, for LoRA, ``PeftModel.from_pretrained``) as well as resumable; see
+``hps_core.train.checkpoint``.
 """
 
 from __future__ import annotations
@@ -91,7 +95,13 @@ class LoopSettings:
     grad_accum_steps: int = 1
     log_every: int = 10
     checkpoint_every: int = 0  # optimizer steps between in-training checkpoints; 0 = none
+    save_total_limit: int = 2  # newest checkpoints kept (older ones are deleted once a new one is in place)
     description: str = "train"
+
+    def __post_init__(self):
+        if self.save_total_limit < 1:
+            raise ValueError(f"{self.description}: save_total_limit must be >= 1 (the newest checkpoint is what "
+                             f"resumes), got {self.save_total_limit}")
 
     @classmethod
     def from_stage(cls, stage, description: str) -> "LoopSettings":
@@ -104,14 +114,18 @@ class LoopSettings:
             grad_accum_steps=stage.grad_accum_steps,
             log_every=stage.log_every,
             checkpoint_every=stage.checkpoint_every,
+            save_total_limit=stage.save_total_limit,
             description=description,
         )
 
 
 def _fingerprint(settings: LoopSettings, steps: list, extra: str) -> str:
-    """What must match for a checkpoint to be resumed: settings, the plan's shape, the caller's run key."""
+    """What must match for a checkpoint to be resumed: settings, the plan's shape, the caller's run key.
+    Logging and retention do not change the training, so they are left out (``save_total_limit`` is dropped,
+    not blanked, which keeps the fingerprints of checkpoints written before it existed)."""
     shape = [[_n_examples(mb) for mb in step] for step in steps]
-    blob = json.dumps([asdict(settings) | {"log_every": 0, "description": ""}, shape, extra], sort_keys=True)
+    kept = {k: v for k, v in asdict(settings).items() if k != "save_total_limit"}
+    blob = json.dumps([kept | {"log_every": 0, "description": ""}, shape, extra], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -124,6 +138,7 @@ def train_loop(
     log_fn: LogFn | None = None,
     checkpoint_dir: Path | None = None,
     run_key: str = "",
+    tokenizer=None,
 ) -> dict[str, float]:
     """Run the planned micro-batches; return the last logged metrics plus run totals.
 
@@ -131,7 +146,8 @@ def train_loop(
     the run resumes from the latest one found there, provided it was written by the same run (same
     settings, same plan shape, same ``run_key``); a checkpoint of another run is an error, never reused.
     The plan is the global one whatever the number of processes, so a checkpoint written by one process
-    resumes under DDP and vice versa.
+    resumes under DDP and vice versa. ``tokenizer`` (optional) is saved into every checkpoint, so a full
+    fine-tune's ``checkpoint-<step>`` loads with ``from_pretrained`` like a final model directory.
     """
     if isinstance(micro_batches, StepPlan):
         steps = [list(s) for s in micro_batches]
@@ -226,7 +242,8 @@ def train_loop(
             window, window_n, window_tokens, window_time, window_steps = {}, 0, 0, 0.0, 0
         if checkpoint_dir is not None and settings.checkpoint_every and done % settings.checkpoint_every == 0:
             if dist_ctx.is_main:
-                save_checkpoint(checkpoint_dir, model, optimizer, scheduler, done, {"fingerprint": fingerprint})
+                save_checkpoint(checkpoint_dir, model, optimizer, scheduler, done, {"fingerprint": fingerprint},
+                                tokenizer=tokenizer, keep=settings.save_total_limit)
             distributed.barrier()  # no rank runs ahead of a checkpoint it might have to resume from
             _maybe_inject_kill(settings.description, done)
     progress.close()

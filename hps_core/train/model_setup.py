@@ -7,18 +7,21 @@ Precision, by device:
   recipe's lr of 5e-7 is far below that), so training would appear to run and change nothing.
 - GPU with bf16, LoRA: the frozen base stays in bf16 (half the memory; it receives no updates), the
   adapters are fp32 (peft's default), compute under bf16 autocast. This is the path for 8B models on one GPU.
-The saved model is cast back to the loader's dtype for the device (bf16 on GPU), adapters merged.
+The saved model is cast back to the loader's dtype for the device (bf16 on GPU), adapters merged; a LoRA
+run also keeps its adapter, unmerged and in PEFT's format, in ``adapter/`` of the same directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Callable, ContextManager
 
 import torch
 
 from hps_core.models import load_causal_lm, pick_device, train_dtype
-from hps_core.train.lora import apply_lora, merge_adapters
+from hps_core.train.checkpoint import write_dir_atomic
+from hps_core.train.lora import ADAPTER_SUBDIR, apply_lora, is_peft_model, merge_adapters, save_adapter
 
 
 def load_for_training(path: str, *, trust_remote_code: bool, gradient_checkpointing: bool = False, lora=None,
@@ -63,3 +66,19 @@ def export_model(model):
     model = merge_adapters(model)
     dtype = train_dtype(next(model.parameters()).device)
     return model.to(dtype) if next(model.parameters()).dtype != dtype else model
+
+
+def save_trained_model(model, tokenizer, out_dir: Path, base_path: str) -> Path:
+    """A training stage's final directory, written atomically (temp directory, then rename): the exported
+    model (:func:`export_model`) and tokenizer at the top level, where ``from_pretrained``, evaluation and
+    the registry read it, and, for a LoRA run, the adapter in ``adapter/`` in PEFT's format with
+    ``base_path`` (the model this stage loaded and trained on) as its base. The adapter is written first:
+    merging consumes it (``model`` is merged in place, as :func:`export_model` always did)."""
+
+    def write(tmp: Path) -> None:
+        if is_peft_model(model):
+            save_adapter(model, tmp / ADAPTER_SUBDIR, base_path)
+        export_model(model).save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+
+    return write_dir_atomic(Path(out_dir), write)

@@ -39,10 +39,9 @@ from hps_core.train.batching import (
     shared_length,
     shared_prompt_batches,
 )
-from hps_core.train.checkpoint import save_model_atomic
 from hps_core.train.logprobs import response_logps
 from hps_core.train.loop import LogFn, LoopSettings, split_steps, train_loop
-from hps_core.train.model_setup import autocast_for, compute_dtype, export_model, load_for_training
+from hps_core.train.model_setup import autocast_for, compute_dtype, load_for_training, save_trained_model
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +225,10 @@ def train_preference(
 
     settings = LoopSettings.from_stage(cfg, cfg.method)
     run_key = json.dumps([cache_key, seed, cfg.method, cfg.beta, cfg.label_smoothing, cfg.log_n_offset, cfg.lora.r])
-    metrics = train_loop(policy, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir, run_key=run_key)
+    metrics = train_loop(policy, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir, run_key=run_key,
+                         tokenizer=tokenizer)
     if distributed.current().is_main:  # one writer under DDP; the other ranks wait for the finished directory
-        save_model_atomic(export_model(policy), tokenizer, out_dir)
+        save_trained_model(policy, tokenizer, out_dir, sft_dir)  # LoRA: adapter/ (base: the SFT model) too
     distributed.barrier()
     truncation = encoder.counter.as_metrics("hps")
     if encoder.counter.prompts or encoder.counter.responses:

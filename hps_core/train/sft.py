@@ -19,7 +19,7 @@ from hps_core.train.batching import Encoder, collate, length_grouped_batches
 from hps_core.train.checkpoint import save_model_atomic
 from hps_core.train.logprobs import response_logps
 from hps_core.train.loop import LogFn, LoopSettings, split_steps, train_loop
-from hps_core.train.model_setup import export_model, load_for_training
+from hps_core.train.model_setup import load_for_training, save_trained_model
 
 
 def sft_examples(groups: pd.DataFrame) -> list[tuple[str, str]]:
@@ -63,9 +63,10 @@ def train_sft(
 
     settings = LoopSettings.from_stage(cfg, "sft")
     run_key = json.dumps([base_model, seed, len(encoded), model_cfg.max_prompt_tokens, model_cfg.max_length, cfg.lora.r])
-    metrics = train_loop(model, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir, run_key=run_key)
+    metrics = train_loop(model, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir, run_key=run_key,
+                         tokenizer=tokenizer)
     if distributed.current().is_main:  # one writer under DDP; the other ranks wait for the finished directory
-        save_model_atomic(export_model(model), tokenizer, out_dir)
+        save_trained_model(model, tokenizer, out_dir, base_model)  # LoRA: adapter/ (base: the base model) too
     distributed.barrier()
     truncation = encoder.counter.as_metrics("sft")
     if log_fn is not None and distributed.current().is_main:
