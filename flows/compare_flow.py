@@ -56,11 +56,15 @@ class CompareFlow(FlowSpec):
         from hps_core.config import PipelineConfig
         from hps_core.flow_run import open_run
 
+        from hps_core.model_sources import check_model_sources
+
         cfg = PipelineConfig.from_dict(dict(self.config), source="config")
         self.started_at = time.time()
+        sources = check_model_sources(cfg)  # a model that cannot be had fails here, before any data step
         for name, value in open_run(cfg, flow_name=current.flow_name, run_id=current.run_id,
                                     run_name=f"compare-{current.run_id}").items():
             setattr(self, name, value)
+        self.lineage = {**self.lineage, **sources}
         self.next(self.validate)
 
     @card(type="blank", id="contracts")

@@ -64,7 +64,11 @@ class ExpandFlow(FlowSpec):
 
         if self.k < 2:
             raise ValueError(f"--k {self.k}: a preference group needs at least 2 responses; use --k 2 or more")
+        from hps_core.model_sources import check_model_source
+
         cfg = PipelineConfig.from_dict(dict(self.config), source="config")
+        sources = {**check_model_source("--generator", self.generator, tag="generator"),
+                   **check_model_source("--reward-model", self.reward_model_path, tag="reward_model")}
         self.out_path = str(Path(self.out).resolve())
         expand = {"generator": self.generator, "reward_model": self.reward_model_path, "k": self.k,
                   "shards": self.shards, "rescore": self.rescore, "out": self.out_path}
@@ -72,6 +76,7 @@ class ExpandFlow(FlowSpec):
                                     run_name=f"expand-{current.run_id}", digest_config=False,
                                     extra_params={"expand": expand}).items():
             setattr(self, name, value)
+        self.lineage = {**self.lineage, **sources}  # e.g. generator_sha256 of a GGUF generator
         self.next(self.validate)
 
     @step
@@ -111,7 +116,11 @@ class ExpandFlow(FlowSpec):
 
         ctx, shard = self._ctx(), self.input
         groups = pd.read_parquet(self.groups_path).iloc[shard["start"]:shard["stop"]].reset_index(drop=True)
-        records = expand_groups(groups, self.generator, self.reward_model_path, ctx.cfg, k=self.k,
+        from hps_core.model_sources import materialize
+
+        generator = materialize(self.generator, ctx.cache_dir / "models", "--generator")
+        reward_model = materialize(self.reward_model_path, ctx.cache_dir / "models", "--reward-model")
+        records = expand_groups(groups, generator, reward_model, ctx.cfg, k=self.k,
                                 seed=ctx.cfg.run.seed, rescore=self.rescore)
         path = write_jsonl(records, ctx.path("expansion", f"shard_{shard['index']:04d}.jsonl"))
         with ctx.child(f"expand_shard_{shard['index']}") as run_id:

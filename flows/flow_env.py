@@ -10,7 +10,9 @@ import os
 if not any(os.environ.get(v, "root") != "root" for v in ("METAFLOW_USER", "SUDO_USER", "USERNAME", "USER")):
     _user = getpass.getuser()
     os.environ["METAFLOW_USER"] = _user if _user != "root" else "hps-runner"
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from the config's paths or the local builder
+# HF_HUB_OFFLINE is left to the user: a hub id in the config means "fetch that model" (the default config
+# names none, so nothing downloads by surprise); HF_HUB_OFFLINE=1 keeps to the local hub cache. The start
+# step checks every configured model (hps_core.model_sources) before any data step runs.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -16,7 +16,7 @@ each other by reference: a local path plus an MLflow artifact URI that a step on
 
 import os
 
-import flow_env  # noqa: F401  (flows/: user, offline hub, secrets kept out of the logs)
+import flow_env  # noqa: F401  (flows/: user, telemetry off, secrets kept out of the logs)
 from hps_core.redaction import scrub_text  # noqa: E402
 
 from kubernetes_image import kubernetes_image  # noqa: E402  (flows/: Kubernetes steps use resources.image)
@@ -55,11 +55,14 @@ class HPSFlow(FlowSpec):
         """Resolve the config, record code version, open the MLflow parent run."""
         from hps_core.config import PipelineConfig
         from hps_core.flow_run import open_run
+        from hps_core.model_sources import check_model_sources
 
         cfg = PipelineConfig.from_dict(dict(self.config), source="config")
+        sources = check_model_sources(cfg)  # a model that cannot be had fails here, before any data step
         for name, value in open_run(cfg, flow_name=current.flow_name, run_id=current.run_id,
                                     run_name=f"hps-{current.run_id}").items():
             setattr(self, name, value)
+        self.lineage = {**self.lineage, **sources}  # e.g. base_model_sha256 of a GGUF base
         self.next(self.validate)
 
     @card(type="blank", id="contracts")

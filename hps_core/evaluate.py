@@ -82,7 +82,7 @@ def generate(
                 max_new_tokens=cfg.max_new_tokens,
                 num_return_sequences=cfg.samples_per_prompt,
                 pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
+                eos_token_id=encoder.chat.stop_ids,  # the template's end of turn (<|im_end|>, ...) and EOS
                 use_cache=True,
             )
             texts = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)

@@ -79,8 +79,27 @@ def lineage_record(tags: dict[str, str], *, validation: dict[str, Any] | None = 
                    "path": groups.get("groups_path"), "negatives_path": groups.get("negatives_path")},
         "base_model": tags.get("base_model"),
         "reward_model": tags.get("reward_model"),
+        "model_files": model_files(tags),
         **extra,
     }
+
+
+MODEL_TAGS = ("base_model", "reward_model", "harm_judge", "generator")  # keys whose file sources are raw inputs
+
+
+def model_files(tags: dict[str, str]) -> list[dict[str, Any]]:
+    """The model files a run read as raw inputs (GGUF sources: hps_core.model_sources), with their sha256:
+    like the data's raw files, ``--verify`` re-hashes them."""
+    from hps_core.gguf_import import gguf_path
+
+    files = []
+    for key in MODEL_TAGS:
+        digest, source = tags.get(f"{key}_sha256"), tags.get(key)
+        if digest and source:
+            path = gguf_path(source)
+            files.append({"key": key, "path": str(path), "sha256": digest,
+                          "bytes": path.stat().st_size if path.is_file() else None})
+    return files
 
 
 SIDECAR_SUFFIX = ".lineage.json"  # <raw file>.lineage.json: what produced a raw file (the routing flow writes one)

@@ -9,7 +9,7 @@ Run as::
 The chain: model version -> MLflow run (params = resolved config, metrics, datasets) -> parent version
 (HPS -> SFT) -> MLflow parent run and the flow's step runs (evaluation table, drawn negatives, validation
 result) -> Metaflow run (and its tags pointing back) -> groups digest -> contracts -> canonical table
-digest -> raw file digests. ``--verify`` re-hashes every raw file (and the canonical table) still
+digest -> raw file digests. ``--verify`` re-hashes every raw file (data and model files such as a GGUF base; and the canonical table) still
 reachable from this machine and exits 1 on a mismatch, naming the file; unreachable files are listed,
 not failed (a laptop cannot reach a cluster's disk). The tracking URI is ``--tracking-uri``, else
 ``MLFLOW_TRACKING_URI``, else ``./mlflow.db``; the Metaflow run is looked up from the working directory.
@@ -69,6 +69,7 @@ def walk(reader: Any, uri: str, *, follow_parent: bool = True) -> dict[str, Any]
                            "statistics": contract.get("statistics") or (validation or {}).get("statistics")}
     chain["canonical"] = record.get("canonical") or {"sha256": tags.get("canonical_digest")}
     chain["raw_files"] = record.get("raw_files") or []
+    chain["model_files"] = record.get("model_files") or []  # e.g. the GGUF file the base model came from
     chain["code_version"] = tags.get("git_commit")
     chain["base_model"], chain["reward_model"] = tags.get("base_model"), tags.get("reward_model")
     chain["method"] = tags.get("method")
@@ -118,7 +119,7 @@ def link_checks(chain: dict[str, Any], tags: dict[str, str], run: dict[str, Any]
 def verify(chain: dict[str, Any]) -> list[dict[str, Any]]:
     """Re-hash every reachable raw file (and the canonical table); one result per file."""
     results = []
-    for f in chain["raw_files"]:
+    for f in chain["raw_files"] + chain.get("model_files", []):
         path = Path(f["path"])
         if not path.is_file():
             results.append({"path": str(path), "status": "unreachable", "expected": f["sha256"]})
@@ -162,6 +163,8 @@ def format_text(chain: dict[str, Any], checks: list[dict[str, Any]] | None = Non
         f"  -> canonical table sha256 {chain['canonical'].get('sha256')} ({chain['canonical'].get('rows')} rows)",
         "  -> raw files:",
         *(f"       {f['path']}  sha256 {f['sha256']}" for f in chain["raw_files"]),
+        *(["  -> model files:"] if chain.get("model_files") else []),
+        *(f"       {f['key']}: {f['path']}  sha256 {f['sha256']}" for f in chain.get("model_files", [])),
         f"  base model {chain['base_model']}; reward model {chain['reward_model']}; code {chain['code_version']}",
         "  links: " + ", ".join(f"{k} {_yn(v)}" for k, v in chain["links"].items()),
     ]

@@ -19,9 +19,11 @@ from typing import Iterable
 import torch
 
 from hps_core.config import TinyModelConfig
+from hps_core.data.chat import PLAIN_CHAT_TEMPLATE
 
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
-TINY_BUILDER_VERSION = "1"  # bump when the builder changes, so cached tiny models are rebuilt
+# bump when the builder changes, so cached tiny models are rebuilt (2: the tokenizer carries a chat template)
+TINY_BUILDER_VERSION = "2"
 
 
 class ModelLoadError(RuntimeError):
@@ -72,6 +74,10 @@ def _opt_in(config_key: str, *, pickle: bool) -> str:
 
 
 def _resolve(name_or_path: str, config_key: str = "model.base") -> str:
+    from hps_core.gguf_import import converted_dir, is_gguf_source
+
+    if is_gguf_source(name_or_path):  # converted once, cached by the file's sha256 (the flow converts into its own cache)
+        return str(converted_dir(name_or_path, default_cache_dir() / "models", config_key=config_key))
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -181,6 +187,15 @@ def _train_tokenizer(texts: Iterable[str], vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
 
 
+def tiny_corpus(prompts: Iterable[str], responses: Iterable[str]) -> list[str]:
+    """The texts the tiny tokenizer is trained on: every prompt as the chat template renders it, every
+    response as it follows the generation prompt (after the template's one space)."""
+    from hps_core.data.chat import render_plain
+
+    rendered = [render_plain(p, SPECIAL_TOKENS["eos_token"]) for p in sorted(set(prompts))]
+    return rendered + sorted(set(" " + r for r in responses))
+
+
 def _tiny_digest(texts: list[str], cfg: TinyModelConfig, seed: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"cfg": asdict(cfg), "seed": seed, "v": TINY_BUILDER_VERSION}, sort_keys=True).encode())
@@ -208,6 +223,7 @@ def build_tiny_model(
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = _train_tokenizer(texts, cfg.vocab_size)
+    tokenizer.chat_template = PLAIN_CHAT_TEMPLATE  # one prompt renderer for every model (hps_core.data.chat)
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),

@@ -123,16 +123,26 @@ def build_groups(ctx: StepContext, canonical: Ref) -> dict[str, Any]:
         ctx.tracker.log_metrics(run_id, {f"groups/{k}": v for k, v in stats.items()})
         handed = {"groups": publish(ctx, run_id, groups_path, "groups"),
                   "negatives": publish(ctx, run_id, negatives_path, "negatives"),
-                  # the tiny model is built here, so later steps on other machines fetch it; hub ids pass as they are
-                  "base": publish(ctx, run_id, base, "base_model") if ctx.cfg.model.base == "tiny" else base}
+                  # the tiny model is built here, so later steps on other machines fetch it; hub ids and GGUF
+                  # sources pass as they are (each machine fetches or converts its own copy, cached)
+                  "base": publish(ctx, run_id, base, "base_model") if ctx.cfg.model.base == "tiny" else ctx.cfg.model.base}
     return {
         **handed,
         "groups_path": str(groups_path),
         "negatives_path": str(negatives_path),
         "groups_digest": G.groups_digest(groups, negatives),
         "stats": stats,
-        "base_model": base,
+        "base_model": base if ctx.cfg.model.base == "tiny" else ctx.cfg.model.base,
     }
+
+
+def model_dir(ctx: StepContext, ref, key: str = "model.base") -> str:
+    """A loadable model for a handed-on reference or configured source: a local path (downloaded when
+    another machine produced it), a hub id, or a GGUF source's converted directory (cached by digest, so
+    each machine converts once)."""
+    from hps_core.model_sources import materialize
+
+    return materialize(local(ctx, ref), ctx.cache_dir / "models", key)
 
 
 def gamma_schedule(cfg: PipelineConfig):
@@ -147,21 +157,20 @@ def gamma_schedule(cfg: PipelineConfig):
 
 
 def resolve_base_model(ctx: StepContext, table: pd.DataFrame) -> str:
-    """The configured base model, or the tiny default built from the corpus (cached by digest)."""
+    """The configured base model (a GGUF file converted here, once, before the training branches start),
+    or the tiny default built from the corpus (cached by digest)."""
     if ctx.cfg.model.base != "tiny":
-        return ctx.cfg.model.base
-    from hps_core.data.synthetic import format_prompt
-    from hps_core.models import build_tiny_model
+        return model_dir(ctx, ctx.cfg.model.base)
+    from hps_core.models import build_tiny_model, tiny_corpus
 
-    prompts = sorted(set(table["prompt"]))
-    corpus = [format_prompt(p) for p in prompts] + sorted(set(" " + r for r in table["response"]))
+    corpus = tiny_corpus(table["prompt"], table["response"])
     return str(build_tiny_model(corpus, ctx.cfg.model.tiny, seed=ctx.cfg.run.seed, cache_dir=ctx.cache_dir / "models"))
 
 
 def train_sft(ctx: StepContext, groups: Ref, base_model: Ref) -> dict[str, Any]:
     from hps_core.train.launch import train_stage
 
-    groups_path, base_model = local(ctx, groups), local(ctx, base_model)
+    groups_path, base_model = local(ctx, groups), model_dir(ctx, base_model)
     out = ctx.path("models", "sft")
     with ctx.child("train_sft") as run_id:
         if ctx.cfg.sft.epochs == 0:  # the base is already an SFT model: it is the SFT checkpoint as it is
@@ -189,12 +198,12 @@ def drop_checkpoints(ctx: StepContext, stage: str) -> None:
 
 def train_reward_model(ctx: StepContext, groups: Ref, base_model: Ref) -> dict[str, Any]:
     """Train a Bradley-Terry reward model when none is configured; otherwise just name the configured one."""
-    if ctx.cfg.reward_model.path:
+    if ctx.cfg.reward_model.path:  # handed on as configured: each machine fetches or converts it itself
         path = ctx.cfg.reward_model.path
         return {"model": path, "model_dir": path, "metrics": {}, "trained": False}
     from hps_core.reward import train_reward_model as _train
 
-    groups_path, base_model = local(ctx, groups), local(ctx, base_model)
+    groups_path, base_model = local(ctx, groups), model_dir(ctx, base_model)
     out = ctx.path("models", "reward_model")
     with ctx.child("train_reward_model") as run_id:
         metrics = _train(
@@ -229,7 +238,7 @@ def evaluate(ctx: StepContext, groups: Ref, sft_model: Ref, hps_model: Ref, rewa
     from hps_core.evaluation_report import run_evaluation
 
     return run_evaluation(ctx, pd.read_parquet(local(ctx, groups)), local(ctx, sft_model), local(ctx, hps_model),
-                          local(ctx, reward_model))
+                          model_dir(ctx, reward_model, "reward_model.path"))
 
 
 def register(ctx: StepContext, sft_model: Ref, hps_model: Ref, metrics: dict[str, dict[str, float]], lineage: dict[str, str],

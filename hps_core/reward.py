@@ -1,8 +1,9 @@
 """Reward model: score (prompt, response) pairs, and train a Bradley-Terry one when none is configured.
 
 One scoring function for every use (evaluating generations, annotating unscored data with
-:func:`annotate_scores`): a configured hub/local sequence-classification model gets its own chat template
-when the tokenizer has one; the flow-trained tiny reward model uses the project's prompt format.
+:func:`annotate_scores`). Pairs are encoded exactly as the policy encodes them (``Encoder``, which renders
+the prompt with the reward model's own chat template, or the project's plain one: hps_core.data.chat),
+so policy and reward model see the same text; the score is read at the response's end-of-turn token.
 Multi-objective heads are reduced to one score by ``reward_model.head_reduction``
 (:func:`reduce_heads`); sequences cut to ``model.max_length`` are counted (:meth:`RewardScorer.truncation_metrics`).
 """
@@ -61,7 +62,6 @@ class RewardScorer:
         self.head_output, self.head_reduction = head_output, head_reduction
         parse_head_reduction(head_reduction)  # fail at construction, not after the first batch
         self.encoder = Encoder(tokenizer, model_cfg.max_prompt_tokens, model_cfg.max_length)
-        self.use_chat_template = bool(getattr(tokenizer, "chat_template", None))
 
     @classmethod
     def load(
@@ -86,18 +86,8 @@ class RewardScorer:
         return self.encoder.counter.as_metrics("reward_model")
 
     def encode(self, prompt: str, response: str) -> Encoded:
-        if not self.use_chat_template:
-            return self.encoder.encode(prompt, response)
-        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-        # Render to text, then tokenise without extra specials: the template places its own BOS, and
-        # tokenize=True returns a BatchEncoding (not a list) in transformers 5.
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False)
-        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        self.encoder.counter.total += 1
-        if len(ids) > self.encoder.max_length:  # keep the end: the response is what gets scored
-            self.encoder.counter.responses += 1
-            ids = ids[-self.encoder.max_length :]
-        return Encoded(ids, 0)
+        """The pair's tokens, identical to the policy's encoding of it (same renderer, same truncation)."""
+        return self.encoder.encode(prompt, response)
 
     def forward(self, encoded: list[Encoded]) -> torch.Tensor:
         batch = collate(encoded, self.tokenizer.pad_token_id)

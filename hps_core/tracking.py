@@ -11,9 +11,10 @@ calls ``finish_run``. ``MlflowTracker`` sets the process-wide tracking and regis
 logging and the SQLite registry read the global one), so use one tracking URI per process.
 
 Models are registered as MLflow 3 logged models of the pyfunc flavor, written as "models from code":
-the small ``HFCausalLM`` PythonModel below is stored as source text inside the model (no pickle, loads
+the small ``HFCausalLM`` PythonModel (``hps_core/pyfunc_model.py``) is stored as source inside the model
+with the chat renderer it uses (``hps_core/data/chat.py`` as ``code/hps_chat.py``; no pickle, loads
 without this project installed) and loads the bundled Hugging Face directory (``artifacts/hf_model``)
-with ``local_files_only=True``. Not the transformers flavor: MLflow 3.17 declares support for transformers
+with ``local_files_only=True``; it renders each prompt with the model's chat template, as training did. Not the transformers flavor: MLflow 3.17 declares support for transformers
 up to 5.17 only (we run 5.23), and it wraps a pipeline/task we do not need; pyfunc keeps loading in our hands.
 Metrics given at registration go to the logged model (``LoggedModel.metrics``; linked to the run too)
 and are mirrored as ``metric.<name>`` tags on the version: MLflow 3.17's OSS ``ModelVersion`` carries no
@@ -59,53 +60,11 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 MODEL_TYPE = "hf-causal-lm"
 HF_ARTIFACT = "hf_model"  # the HF directory sits at <model>/artifacts/hf_model
 
-# The pyfunc model, logged as code (mlflow "models from code"); kept as text so that this module stays
-# importable without mlflow and the logged model does not depend on hps_core.
-PYFUNC_MODEL_CODE = '''\
-import mlflow
-import pandas as pd
-from mlflow.pyfunc import PythonModel
-
-
-class HFCausalLM(PythonModel):
-    """A Hugging Face causal LM directory (safetensors) that completes a batch of prompts."""
-
-    def load_context(self, context):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        path = context.artifacts["hf_model"]
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True,
-                                                          use_safetensors=True)
-        self.model.eval()
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> list:
-        import torch
-
-        if isinstance(model_input, pd.DataFrame):  # what pyfunc hands over after schema enforcement
-            col = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
-            model_input = model_input[col].tolist()
-        prompts = [model_input] if isinstance(model_input, str) else list(model_input)
-        params = params or {}
-        kwargs = {"max_new_tokens": int(params.get("max_new_tokens", 32)),
-                  "do_sample": bool(params.get("do_sample", False))}
-        if kwargs["do_sample"]:
-            kwargs["temperature"] = float(params.get("temperature", 1.0))
-        pad = self.tokenizer.pad_token_id
-        if pad is None:
-            pad = self.tokenizer.eos_token_id
-        out = []
-        with torch.no_grad():
-            for prompt in prompts:  # one at a time: no padding side to get wrong
-                enc = self.tokenizer(str(prompt), return_tensors="pt")
-                gen = self.model.generate(**enc, pad_token_id=pad, **kwargs)
-                new_tokens = gen[0, enc["input_ids"].shape[1]:]
-                out.append(self.tokenizer.decode(new_tokens, skip_special_tokens=True))
-        return out
-
-
-mlflow.models.set_model(HFCausalLM())
-'''
+# The pyfunc model, logged as code (mlflow "models from code"), and the chat renderer it bundles: both are
+# plain files of this package, copied into the model, so a served model needs nothing of hps_core.
+PYFUNC_MODEL_FILE = Path(__file__).resolve().parent / "pyfunc_model.py"
+CHAT_MODULE_FILE = Path(__file__).resolve().parent / "data" / "chat.py"
+BUNDLED_CHAT_MODULE = "hps_chat.py"  # the name pyfunc_model.py imports the renderer by
 
 
 class TrackingError(RuntimeError):
@@ -474,11 +433,15 @@ class MlflowTracker:
             with tempfile.TemporaryDirectory(prefix="hps-pyfunc-") as tmp, warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
                 code = Path(tmp, "hf_causal_lm.py")
-                code.write_text(PYFUNC_MODEL_CODE)
+                shutil.copyfile(PYFUNC_MODEL_FILE, code)
+                chat_module = Path(tmp, "code", BUNDLED_CHAT_MODULE)
+                chat_module.parent.mkdir()
+                shutil.copyfile(CHAT_MODULE_FILE, chat_module)
                 hf_dir = Path(tmp, HF_ARTIFACT)  # MLflow names the copy after the directory (and
                 shutil.copytree(path, hf_dir, copy_function=_link_or_copy)  # refuses symlinks)
                 Model.log(artifact_path=None, name=registered_name, flavor=mlflow.pyfunc, run_id=run_id,
                           model_id=model_id, python_model=str(code), artifacts={HF_ARTIFACT: str(hf_dir)},
+                          code_paths=[str(chat_module)],
                           pip_requirements=_pip_requirements(), signature=signature)
             self.client.finalize_logged_model(model_id, LoggedModelStatus.READY)
             self.log_metrics(run_id, metrics, model_id=model_id)

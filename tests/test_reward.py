@@ -12,6 +12,7 @@ import torch
 
 from hps_core.config import ConfigError, ModelConfig, PipelineConfig, TinyModelConfig
 from hps_core.reward import RewardScorer, annotate_scores, pairwise_accuracy, reduce_heads
+from hps_core.train.batching import Encoder
 
 TINY = TinyModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128)
@@ -80,17 +81,22 @@ def test_truncation_is_counted(tiny_dir):
 
 
 def test_chat_template_is_applied_when_the_tokenizer_has_one(tiny_dir):
-    """With a chat template the scored ids are the rendered conversation's ids (no extra specials), and
-    a long conversation is cut from the left (the response end is kept) and counted."""
+    """With a chat template of its own the reward model scores the template's rendering of the pair: the
+    prompt turn and generation prompt, then the response and the end-of-turn text the template puts after
+    an assistant message; a long response is cut from the right and counted."""
     scorer = _scorer(tiny_dir, [0.5])
-    scorer.tokenizer.chat_template = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
-    scorer.use_chat_template = True
+    scorer.tokenizer.chat_template = (
+        "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<s>assistant:{% endif %}")
+    scorer.encoder = Encoder(scorer.tokenizer, 48, 64)  # the encoder reads the template when it is made
     enc = scorer.encode("how do I bake bread?", "mix flour")
-    text = "<s>user: how do I bake bread?</s><s>assistant: mix flour</s>"
-    assert enc.input_ids == scorer.tokenizer(text, add_special_tokens=False)["input_ids"]
+    prompt, response = "<s>user: how do I bake bread?</s><s>assistant:", " mix flour</s>"
+    assert scorer.tokenizer.decode(enc.input_ids) == prompt + response
+    assert enc.input_ids == scorer.tokenizer(prompt, add_special_tokens=False)["input_ids"] + scorer.tokenizer(
+        response, add_special_tokens=False)["input_ids"]
     assert all(isinstance(i, int) for i in enc.input_ids)
     long = scorer.encode("how do I bake bread?", "mix flour and water, then bake it. " * 10)
-    assert len(long.input_ids) == 64 and long.input_ids[-1] == scorer.tokenizer.convert_tokens_to_ids("</s>")
+    assert len(long.input_ids) == 64 and long.n_prompt == enc.n_prompt
     assert scorer.truncation_metrics()["reward_model/truncated_responses"] == 1
     np.testing.assert_allclose(scorer.score(["hi"], ["there"]), [0.5], rtol=1e-6)
 

@@ -189,6 +189,7 @@ def test_register_hf_model_metrics_tags_description_and_load(tracker, tiny_model
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/1"))
     assert (local / "artifacts" / tracking.HF_ARTIFACT / "model.safetensors").is_file()
     assert not list(local.rglob("*.pkl"))  # models from code: no pickled python model
+    assert (local / "code" / tracking.BUNDLED_CHAT_MODULE).is_file()  # the prompt renderer travels with it
     model = mlflow.pyfunc.load_model(f"models:/{name}/1")
     out = model.predict(["the cat sat", "hello world"], params={"max_new_tokens": 3})
     assert isinstance(out, list) and len(out) == 2 and all(isinstance(s, str) for s in out)

@@ -1,8 +1,10 @@
 """Tokenise (prompt, response) pairs and pack them into padded batches.
 
-Prompt and response are tokenised separately and concatenated, so the response tokens (the only ones
-that carry loss) are the same whatever the prompt; the prompt is truncated from the left (its end, next
-to the response, matters most) and the response from the right, to the configured lengths.
+Prompt and response are rendered by the tokenizer's chat template (:class:`hps_core.data.chat.ChatFormat`:
+the same text for policy, reference and reward model) and tokenised separately, then concatenated, so
+the response tokens (the only ones that carry loss) are the same whatever the prompt; the prompt is
+truncated from the left (its end, next to the response, matters most) and the response from the right,
+to the configured lengths.
 
 Sequences that share a prompt (the responses of one preference example) can be packed into ONE row,
 the prompt once and every response after it (:func:`collate_shared`): the prompt's tokens, most of a
@@ -17,7 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from hps_core.data.synthetic import RESPONSE_SEPARATOR, format_prompt
+from hps_core.data.chat import ChatFormat
 
 
 @dataclass
@@ -49,20 +51,21 @@ class Encoder:
     max_length: int
     counter: TruncationCounter = field(default_factory=TruncationCounter)
     _cache: dict = field(default_factory=dict)
+    chat: ChatFormat = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.chat = ChatFormat(self.tokenizer)
 
     def prompt_ids(self, prompt: str) -> list[int]:
+        """The rendered prompt's tokens (generation prompt included), untruncated."""
         ids = self._cache.get(prompt)
         if ids is None:
-            ids = self.tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"]
-            bos = self.tokenizer.bos_token_id
-            ids = ([bos] if bos is not None else []) + ids
-            self._cache[prompt] = ids
+            ids = self._cache[prompt] = self.chat.prompt_ids(prompt)
         return ids
 
     def encode(self, prompt: str, response: str) -> Encoded:
         p_ids = self.prompt_ids(prompt)
-        r_ids = self.tokenizer(RESPONSE_SEPARATOR + response, add_special_tokens=False)["input_ids"]
-        r_ids = r_ids + [self.tokenizer.eos_token_id]
+        r_ids = self.chat.response_ids(response)
         self.counter.total += 1
         if len(p_ids) > self.max_prompt_tokens:
             self.counter.prompts += 1
