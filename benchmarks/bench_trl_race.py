@@ -3,13 +3,16 @@
 Run as:
     python benchmarks/bench_trl_race.py --pairs 320 --repeats 3 --threads 2 --json bench_trl_race.json
     python benchmarks/bench_trl_race.py --data ../shared/datasets/hh-rlhf --pairs 40 --repeats 1   # a quick look
+    python benchmarks/bench_trl_race.py --model smollm2 --pairs 48 --repeats 1 --json bench_trl_race_smollm2.json
 
 Setup (identical for both trainers):
 - the first ``--pairs`` HH-RLHF harmless-base test pairs (``--data``) whose prompt leaves room for at least
   one completion token (see below), split into prompt / chosen / rejected by the project's HH-RLHF adapter;
 - one tokenizer (byte-level BPE trained on the data) and one 4-layer, 256-wide Llama (``--model small``,
   bench_methods' small preset), built locally from ``--seed`` and saved once to a temp directory that both
-  trainers load;
+  trainers load; or ``--model smollm2``: the real SmolLM2-135M-Instruct (30 layers, 576 wide, 49,152-token
+  vocabulary, ChatML template), converted from its GGUF file as the real-model tests do
+  (``tests/real_model.py``). At that vocabulary the LM head dominates each step: another regime;
 - the text is tokenised ONCE, by our trainer's ``Encoder``; TRL gets those ids pre-tokenised
   (``prompt_ids`` / ``chosen_ids`` / ``rejected_ids``, the columns its own ``_prepare_dataset`` would have
   produced: only that method is overridden, which also takes TRL's tokenisation out of its timing);
@@ -71,6 +74,7 @@ MODELS = {  # name -> TinyModelConfig fields; "small" is the race's, "tiny" is f
     "tiny": {"vocab_size": 1024, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
              "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 256},
 }
+REAL_MODELS = ("smollm2",)  # pretrained, not built: SmolLM2-135M-Instruct from its GGUF file
 TRAINERS = ("ours", "trl")
 
 
@@ -106,15 +110,18 @@ def prepare(workdir: Path, data: Path, settings: RaceSettings) -> dict:
     """Build the model and tokenise the pairs once; write ``pairs.json`` for both trainers. Returns its
     summary (pairs kept and dropped, model directory)."""
     from hps_core.config import TinyModelConfig
-    from hps_core.data.synthetic import RESPONSE_SEPARATOR, format_prompt
-    from hps_core.models import build_tiny_model, load_tokenizer
+    from hps_core.models import build_tiny_model, load_tokenizer, tiny_corpus
     from hps_core.train.batching import Encoder
 
     triples = load_hh_pairs(data)
-    corpus = sorted({format_prompt(p) for p, _, _ in triples}) + sorted(
-        {RESPONSE_SEPARATOR + r for _, c, rj in triples for r in (c, rj)})
-    model_dir = build_tiny_model(corpus, TinyModelConfig(**MODELS[settings.model]), seed=settings.seed,
-                                 cache_dir=workdir / "models")
+    if settings.model in REAL_MODELS:
+        from tests.real_model import smollm2_dir
+
+        model_dir = smollm2_dir()
+    else:
+        corpus = tiny_corpus([p for p, _, _ in triples], [r for _, c, rj in triples for r in (c, rj)])
+        model_dir = build_tiny_model(corpus, TinyModelConfig(**MODELS[settings.model]), seed=settings.seed,
+                                     cache_dir=workdir / "models")
     tokenizer = load_tokenizer(str(model_dir))
     whole = Encoder(tokenizer, max_prompt_tokens=10**9, max_length=10**9)  # untruncated: TRL truncates itself
     kept, dropped = [], 0
@@ -238,7 +245,7 @@ def run_ours(workdir: Path, settings: RaceSettings, out_dir: Path) -> dict:
                                 beta=settings.beta, warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0,
                                 log_every=1, checkpoint_every=0)
     model_cfg = ModelConfig(max_prompt_tokens=settings.max_length - 1, max_length=settings.max_length,
-                            tiny=TinyModelConfig(**MODELS[settings.model]))
+                            tiny=TinyModelConfig(**MODELS.get(settings.model, MODELS["small"])))
 
     original = preference.response_logps
 
@@ -432,7 +439,8 @@ def main(argv=None) -> int:
     ap.add_argument("--beta", type=float, default=defaults.beta)
     ap.add_argument("--seed", type=int, default=defaults.seed)
     ap.add_argument("--threads", type=int, default=defaults.threads, help="torch intra-op threads per trainer")
-    ap.add_argument("--model", choices=sorted(MODELS), default=defaults.model, help="Llama size (small: 4 x 256)")
+    ap.add_argument("--model", choices=sorted(MODELS) + list(REAL_MODELS), default=defaults.model,
+                    help="Llama size (small: 4 x 256) or a real model (smollm2: SmolLM2-135M-Instruct)")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each trainer, alternating (median)")
     ap.add_argument("--tol", type=float, default=1e-4, help="log-prob tolerance per completion token")
     ap.add_argument("--json", dest="json_path", help="write the results as JSON to this path")
@@ -482,7 +490,7 @@ def main(argv=None) -> int:
         "command": "python benchmarks/bench_trl_race.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": {**asdict(settings), "repeats": args.repeats, "tol": args.tol},
         "data": {k: v for k, v in prepared.items() if k not in ("model_dir", "settings")},
-        "model": {"preset": settings.model, **MODELS[settings.model]},
+        "model": {"preset": settings.model, **MODELS.get(settings.model, {"source": "SmolLM2-135M-Instruct GGUF"})},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
                     "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
         "same_work": check, "results": summary, "ratios_ours_over_trl": ratios,

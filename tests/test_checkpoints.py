@@ -23,7 +23,7 @@ from hps_core.config import DataConfig, LoraConfig, ModelConfig, PreferenceTrain
 from hps_core.data import load_canonical
 from hps_core.data.synthetic import format_prompt
 from hps_core.groups import build_groups, draw_epoch_negatives
-from hps_core.models import build_tiny_model
+from hps_core.models import build_tiny_model, tiny_corpus
 from hps_core.sampling import make_gamma_schedule
 from hps_core.train import loop
 from hps_core.train.checkpoint import STATE, WEIGHTS, latest_checkpoint, trainable_state
@@ -37,20 +37,14 @@ MODEL = ModelConfig(base="tiny", max_prompt_tokens=32, max_length=80, tiny=TINY)
 needs_peft = pytest.mark.skipif(not peft_available(), reason="peft not installed (optional extra 'lora')")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared CPU: one intra-op thread is several times faster than two that contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt_world")
     table = load_canonical(DataConfig(n_prompts=24, responses_per_prompt=4), seed=0, workdir=root / "data").table
-    corpus = [format_prompt(p) for p in sorted(set(table["prompt"]))] + sorted({" " + r for r in table["response"]})
+    corpus = tiny_corpus(table["prompt"], table["response"])
     model_dir = build_tiny_model(corpus, TINY, seed=0, cache_dir=root / "models")
     return SimpleNamespace(groups=build_groups(table), model_dir=str(model_dir), root=root)
 

@@ -27,6 +27,22 @@ def test_source_kinds(tmp_path):
     assert is_gguf_source("gguf:~/m.bin") and gguf_path("gguf:~/m.bin") == Path.home() / "m.bin"
 
 
+def test_gguf_path_inside_an_installed_package(tmp_path, monkeypatch):
+    """A relative path that does not exist is looked up in the folder of the installed package it starts
+    with (models shipped in wheels); an existing relative path wins; no package, no lookup."""
+    package = tmp_path / "site" / "some_model_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('must not be imported')\n")
+    (package / "m.gguf").write_bytes(b"GGUF")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.chdir(tmp_path)
+    assert gguf_path("gguf:some_model_pkg/m.gguf") == package / "m.gguf"
+    (tmp_path / "some_model_pkg").mkdir()
+    (tmp_path / "some_model_pkg" / "m.gguf").write_bytes(b"local")
+    assert gguf_path("gguf:some_model_pkg/m.gguf") == Path("some_model_pkg/m.gguf")
+    assert gguf_path("gguf:no_such_pkg_xyz/m.gguf") == Path("no_such_pkg_xyz/m.gguf")
+
+
 def test_gguf_source_is_hashed_into_lineage_and_verified(tmp_path):
     """A GGUF base: its sha256 is a lineage tag at start, a model file in the lineage record, and --verify
     re-hashes it (ok, then MISMATCH once the bytes change)."""
