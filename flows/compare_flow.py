@@ -55,7 +55,6 @@ class CompareFlow(FlowSpec):
         """Resolve the config, record the code version, open the MLflow parent run."""
         from hps_core.config import PipelineConfig
         from hps_core.flow_run import open_run
-
         from hps_core.model_sources import check_model_sources
 
         cfg = PipelineConfig.from_dict(dict(self.config), source="config")

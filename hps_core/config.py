@@ -56,6 +56,9 @@ class DataConfig:
     hf_split: str = "train"  # hub id / dataset directory sources: the split to read
     hf_config: str = ""  # hub id sources: the dataset config name, if it has several
     n_prompts: int = 300  # generated world only
+    # Use only the first N prompts of the source, in file order (0 = all): a slice to try a real model on
+    # before the whole set (the raw file's digest still covers every byte; the canonical table the slice).
+    max_prompts: int = 0
     responses_per_prompt: int = 8  # generated world only
     eval_fraction: float = 0.15  # share of prompts held out, assigned by a hash of the prompt id
     min_prompt_chars: int = 1  # contract bound (after a non-blank check)
@@ -291,6 +294,8 @@ class PipelineConfig:
                     base_key = "model." + key.rsplit(".", 1)[-1].removeprefix("harm_judge_")
                     raise ConfigError(f"{source}: {key} = true, but {model_key} names no model to load; the opt-in "
                                       f"applies to that model only (the base model's is {base_key}): remove it")
+        if self.data.max_prompts < 0:
+            raise ConfigError(f"{source}: data.max_prompts must be >= 0 (0 = every prompt), got {self.data.max_prompts}")
         if not 0.0 < self.data.eval_fraction < 1.0:
             raise ConfigError(f"{source}: data.eval_fraction must be in (0, 1), got {self.data.eval_fraction}")
         if self.model.max_prompt_tokens >= self.model.max_length:

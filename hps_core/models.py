@@ -19,7 +19,6 @@ from typing import Iterable
 import torch
 
 from hps_core.config import TinyModelConfig
-from hps_core.data.chat import PLAIN_CHAT_TEMPLATE
 
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 # bump when the builder changes, so cached tiny models are rebuilt (2: the tokenizer carries a chat template)
@@ -222,6 +221,8 @@ def build_tiny_model(
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    from hps_core.data.chat import PLAIN_CHAT_TEMPLATE
+
     tokenizer = _train_tokenizer(texts, cfg.vocab_size)
     tokenizer.chat_template = PLAIN_CHAT_TEMPLATE  # one prompt renderer for every model (hps_core.data.chat)
     torch.manual_seed(seed)

@@ -342,3 +342,16 @@ def test_digests_raw_bytes_and_order_independent_table(tmp_path):
     changed = t.copy()
     changed.loc[0, "score"] += 1e-9
     assert table_digest(changed) != table_digest(t)
+
+
+@needs_hh
+def test_max_prompts_keeps_the_first_prompts_in_file_order(hh, tmp_path):
+    """data.max_prompts = 3: the rows of the first three prompts of the file (lines 1-3, one pair each),
+    nothing else; 0 keeps all 2,310."""
+    from hps_core.config import DataConfig
+    from hps_core.data import load_canonical
+
+    first = load_canonical(DataConfig(source=str(HH_TEST), max_prompts=3), seed=0, workdir=tmp_path).table
+    assert sorted(first["origin"]) == sorted(f"harmless-base-test.jsonl.gz:{n}" for n in (1, 1, 2, 2, 3, 3))
+    assert list(dict.fromkeys(first["prompt_id"])) == list(dict.fromkeys(hh["prompt_id"]))[:3]
+    assert load_canonical(DataConfig(source=str(HH_TEST)), seed=0, workdir=tmp_path).table["prompt_id"].nunique() == 2310

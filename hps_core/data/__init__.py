@@ -49,11 +49,17 @@ def adapter_options(cfg: DataConfig) -> dict:
             "is_harmful_column": c.is_harmful, "label_source": c.label_source if cfg.format == "generic" else ""}
 
 
+def first_prompts(table: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The rows of the first ``n`` prompts in the order the source lists them (``data.max_prompts``)."""
+    keep = list(dict.fromkeys(table["prompt_id"]))[:n]
+    return table[table["prompt_id"].isin(keep)].reset_index(drop=True)
+
+
 def load_canonical(cfg: DataConfig, seed: int, workdir: Path) -> RawData:
     """Read the configured source into the canonical table, with the split assigned by prompt hash."""
     source = materialise_source(cfg, seed, workdir)
     fmt = "scored-jsonl" if cfg.source == "generated" else cfg.format
     loaded = load(source, fmt, adapter_options(cfg), ignore_unused=True)
-    table = loaded.table
+    table = first_prompts(loaded.table, cfg.max_prompts) if cfg.max_prompts else loaded.table
     table["split"] = assign_split(table["prompt_id"], cfg.eval_fraction, seed).astype("string")
     return RawData(table=table, raw_files=loaded.raw_files, load_report=loaded.report)
