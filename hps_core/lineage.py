@@ -97,7 +97,8 @@ def model_files(tags: dict[str, str]) -> list[dict[str, Any]]:
         digest, source = tags.get(f"{key}_sha256"), tags.get(key)
         if digest and source:
             path = gguf_path(source)
-            files.append({"key": key, "path": str(path), "sha256": digest,
+            # "role", not "key": a field named like a secret (key, token, ...) is masked when logged
+            files.append({"role": key, "path": str(path), "sha256": digest,
                           "bytes": path.stat().st_size if path.is_file() else None})
     return files
 

@@ -164,7 +164,7 @@ def format_text(chain: dict[str, Any], checks: list[dict[str, Any]] | None = Non
         "  -> raw files:",
         *(f"       {f['path']}  sha256 {f['sha256']}" for f in chain["raw_files"]),
         *(["  -> model files:"] if chain.get("model_files") else []),
-        *(f"       {f['key']}: {f['path']}  sha256 {f['sha256']}" for f in chain.get("model_files", [])),
+        *(f"       {f['role']}: {f['path']}  sha256 {f['sha256']}" for f in chain.get("model_files", [])),
         f"  base model {chain['base_model']}; reward model {chain['reward_model']}; code {chain['code_version']}",
         "  links: " + ", ".join(f"{k} {_yn(v)}" for k, v in chain["links"].items()),
     ]

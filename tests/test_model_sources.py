@@ -53,7 +53,7 @@ def test_gguf_source_is_hashed_into_lineage_and_verified(tmp_path):
     tags = check_model_sources(cfg)
     assert tags == {"base_model_source_kind": "gguf", "base_model_sha256": digest}
     record = lineage_record({**tags, "base_model": f"gguf:{gguf}"})
-    assert record["model_files"] == [{"key": "base_model", "path": str(gguf), "sha256": digest, "bytes": 17}]
+    assert record["model_files"] == [{"role": "base_model", "path": str(gguf), "sha256": digest, "bytes": 17}]
     chain = {"raw_files": [], "model_files": record["model_files"], "canonical": {}}
     assert [c["status"] for c in verify(chain)] == ["ok"]
     gguf.write_bytes(b"other bytes")
