@@ -164,6 +164,9 @@ class RewardModelConfig:
     pairs_per_group: int = 4  # preferred vs this many dispreferred responses per training group
     head_output: str = "logits"  # model-output field holding the reward heads ("rewards" for ArmoRM-style models)
     head_reduction: str = "first"  # heads -> one score: first | mean | sum | index:<k> | weights:<w0>,<w1>,...
+    # Training in the flow only: LoRA adapters on the backbone (the score head trains in full). r = 0 trains
+    # every weight. A pretrained backbone's reward model on a CPU: r > 0 trains in a fraction of the time.
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass(frozen=True)
@@ -340,6 +343,8 @@ class PipelineConfig:
             problem = lora_problem(sec.lora, f"{source}: {section}.lora")
             if problem:
                 raise ConfigError(problem)
+        if problem := lora_problem(self.reward_model.lora, f"{source}: reward_model.lora"):
+            raise ConfigError(problem)
         if self.resources.processes_per_node < 1:
             raise ConfigError(f"{source}: resources.processes_per_node must be >= 1 (1 = no data parallelism), "
                               f"got {self.resources.processes_per_node}")

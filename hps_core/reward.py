@@ -22,7 +22,8 @@ from hps_core.config import ModelConfig, RewardModelConfig
 from hps_core.eval_specs import parse_head_reduction
 from hps_core.models import load_reward_model
 from hps_core.train.batching import Encoded, Encoder, collate
-from hps_core.train.checkpoint import save_model_atomic
+from hps_core.train.lora import apply_lora
+from hps_core.train.model_setup import save_trained_model
 from hps_core.train.loop import LogFn, LoopSettings, train_loop
 
 
@@ -175,6 +176,8 @@ def train_reward_model(
     model, tokenizer = load_reward_model(base_model, trust_remote_code=model_cfg.trust_remote_code,
                                          allow_pickle=model_cfg.allow_pickle_weights, num_labels=1,
                                          config_key="model.base")
+    if cfg.lora.r > 0:  # adapters on the backbone, the score head in full; saved merged, adapter in adapter/
+        model = apply_lora(model, cfg.lora, task_type="SEQ_CLS")
     scorer = RewardScorer(model, tokenizer, model_cfg)
     train = groups[groups["split"] == "train"].reset_index(drop=True)
     rng = np.random.default_rng([seed, 3])
@@ -199,8 +202,8 @@ def train_reward_model(
 
     settings = LoopSettings(lr=cfg.lr, warmup_ratio=0.1, log_every=10, description="reward model")
     metrics = train_loop(model, plan, loss_fn, settings, log_fn=log_fn)
-    save_model_atomic(model, tokenizer, out_dir)
     heldout = groups[groups["split"] == "eval"]
-    accuracy = pairwise_accuracy(scorer, heldout) if len(heldout) else float("nan")
+    accuracy = pairwise_accuracy(scorer, heldout) if len(heldout) else float("nan")  # before saving merges adapters
+    save_trained_model(model, tokenizer, out_dir, base_model)
     # Truncation over every pair encoded for training and for the held-out accuracy.
     return {**metrics, **scorer.truncation_metrics(), "reward_model/heldout_pairwise_accuracy": accuracy}

@@ -294,3 +294,19 @@ def test_a_failed_write_leaves_the_previous_directory_and_no_temp_files(tmp_path
     assert _names(tmp_path) == ["checkpoint-3"] and (target / "a.txt").read_text() == "old"
     write_dir_atomic(target, lambda d: (d / "b.txt").write_text("new"))
     assert _names(tmp_path) == ["checkpoint-3"] and _names(target) == ["b.txt"]
+
+
+def test_adopting_a_safetensors_base_copies_it_without_loading_a_model(world, tmp_path, monkeypatch):
+    """sft.epochs = 0 with a safetensors directory: the SFT checkpoint is a byte copy of the base (no model
+    load and re-save, which took minutes beside a training step on 2 cores); it loads like the base."""
+    from hps_core import models
+    from hps_core.train.sft import adopt_base_as_sft
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("adoption loaded a model")
+
+    monkeypatch.setattr(models, "load_causal_lm", refuse)
+    assert adopt_base_as_sft(world.model_dir, MODEL, tmp_path / "sft") == {"steps": 0.0, "adopted_base": 1.0}
+    base = Path(world.model_dir)
+    assert sorted(p.name for p in (tmp_path / "sft").iterdir()) == sorted(p.name for p in base.iterdir())
+    assert (tmp_path / "sft" / "model.safetensors").read_bytes() == (base / "model.safetensors").read_bytes()

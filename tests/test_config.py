@@ -42,6 +42,7 @@ def test_unknown_section_is_an_error(tmp_path):
         ("[hps]\nbeta = 0.0\n", "hps.beta must be > 0"),
         ("[data]\neval_fraction = 1.5\n", "eval_fraction"),
         ("[data]\nmax_prompts = -1\n", "data.max_prompts must be >= 0"),
+        ("[reward_model.lora]\nr = -2\n", "reward_model.lora.r must be >= 0"),
         ("[model]\nmax_prompt_tokens = 200\nmax_length = 100\n", "max_prompt_tokens"),
         ("[hps]\ngamma_schedule = 'cosine'\n", "gamma_schedule"),
         ("[hps]\nbt_negative_rule = 'best'\n", "bt_negative_rule"),

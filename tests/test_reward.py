@@ -5,6 +5,8 @@ Scoring tests use a tiny sequence-classification model whose head ignores the te
 a known bias, so every score is the bias, reduced by the configured rule.
 """
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +15,7 @@ import torch
 from hps_core.config import ConfigError, ModelConfig, PipelineConfig, TinyModelConfig
 from hps_core.reward import RewardScorer, annotate_scores, pairwise_accuracy, reduce_heads
 from hps_core.train.batching import Encoder
+from hps_core.train.lora import peft_available
 
 TINY = TinyModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128)
@@ -131,3 +134,34 @@ def test_pairwise_accuracy_hand_value():
     groups = pd.DataFrame({"prompt": ["p", "q"], "responses": [["a", "b", "c"], ["d", "e", "f"]],
                            "scores": [[3.0, 2.0, 1.0], [2.0, 2.0, 1.0]]})
     assert pairwise_accuracy(_FixedScorer([0.9, 1.0, 0.1, 0.0, 5.0, -1.0]), groups) == pytest.approx(2 / 3)
+
+
+@pytest.mark.skipif(not peft_available(), reason="peft not installed (optional extra 'lora')")
+def test_lora_reward_model_trains_adapters_and_head_and_saves_both(tmp_path):
+    """reward_model.lora r > 0: the backbone's embeddings stay the base's (LoRA touches linear layers only),
+    the linear layers and the score head change; the directory holds the merged model, which scores the
+    held-out pairs exactly as the trained (unmerged) model did, and the PEFT adapter (SEQ_CLS, score head
+    saved in full) in adapter/."""
+    from safetensors.torch import load_file
+
+    from hps_core.config import DataConfig, LoraConfig, RewardModelConfig
+    from hps_core.data import load_canonical
+    from hps_core.groups import build_groups
+    from hps_core.models import build_tiny_model, tiny_corpus
+    from hps_core.reward import train_reward_model
+    from hps_core.train.lora import ADAPTER_SUBDIR
+
+    table = load_canonical(DataConfig(n_prompts=24, responses_per_prompt=4), seed=0, workdir=tmp_path / "data").table
+    base = build_tiny_model(tiny_corpus(table["prompt"], table["response"]), TINY, seed=0, cache_dir=tmp_path / "m")
+    groups = build_groups(table)
+    cfg = RewardModelConfig(epochs=2, batch_size=8, lr=1e-2, lora=LoraConfig(r=4, alpha=8.0))
+    model_cfg = ModelConfig(max_prompt_tokens=32, max_length=80)
+    metrics = train_reward_model(str(base), groups, model_cfg, cfg, tmp_path / "rm", seed=0)
+
+    before, after = load_file(str(base / "model.safetensors")), load_file(str(tmp_path / "rm" / "model.safetensors"))
+    torch.testing.assert_close(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"], rtol=0, atol=0)
+    assert not torch.equal(after["model.layers.0.self_attn.q_proj.weight"], before["model.layers.0.self_attn.q_proj.weight"])
+    adapter = json.loads((tmp_path / "rm" / ADAPTER_SUBDIR / "adapter_config.json").read_text())
+    assert adapter["task_type"] == "SEQ_CLS" and "score" in (adapter.get("modules_to_save") or [])
+    reloaded = RewardScorer.load(str(tmp_path / "rm"), model_cfg)
+    assert pairwise_accuracy(reloaded, groups[groups["split"] == "eval"]) == metrics["reward_model/heldout_pairwise_accuracy"]

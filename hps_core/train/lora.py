@@ -49,8 +49,9 @@ def _targets(spec: str) -> str | list[str]:
     return spec if spec == "all-linear" else [s.strip() for s in spec.split(",") if s.strip()]
 
 
-def apply_lora(model, cfg):
-    """Wrap ``model`` with trainable LoRA adapters (peft); every base weight is frozen."""
+def apply_lora(model, cfg, task_type: str = "CAUSAL_LM"):
+    """Wrap ``model`` with trainable LoRA adapters (peft); every base weight is frozen. ``task_type``
+    ``"SEQ_CLS"`` (a reward model) also trains the new score head in full (peft's modules_to_save)."""
     problem = lora_problem(cfg)
     if problem:
         raise ValueError(problem)
@@ -59,7 +60,7 @@ def apply_lora(model, cfg):
 
     peft_cfg = PeftLoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=_targets(cfg.target_modules),
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
     try:
         return get_peft_model(model, peft_cfg)

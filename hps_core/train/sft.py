@@ -8,6 +8,7 @@ something to fix.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import pandas as pd
 from hps_core.config import ModelConfig, SFTConfig
 from hps_core.train import distributed
 from hps_core.train.batching import Encoder, collate, length_grouped_batches
-from hps_core.train.checkpoint import save_model_atomic
+from hps_core.train.checkpoint import save_model_atomic, write_dir_atomic
 from hps_core.train.logprobs import response_logps
 from hps_core.train.loop import LogFn, LoopSettings, split_steps, train_loop
 from hps_core.train.model_setup import load_for_training, save_trained_model
@@ -74,14 +75,25 @@ def train_sft(
     return {**metrics, **truncation, "sft/examples_per_epoch": float(len(encoded))}
 
 
+def _pickles(path: Path) -> bool:
+    return any(p.suffix in (".bin", ".pt", ".pth", ".pkl") for p in path.rglob("*"))
+
+
 def adopt_base_as_sft(base_model: str, model_cfg: ModelConfig, out_dir: Path) -> dict[str, float]:
     """``sft.epochs = 0``: the base is already supervised-fine-tuned (the reference recipe starts from such
     a model), so it becomes the SFT checkpoint as it is, re-saved as safetensors where later steps,
     the reference pass and the registry expect it. Only rank 0 writes."""
-    from hps_core.models import load_causal_lm
-
     if distributed.current().is_main:
-        model, tokenizer = load_causal_lm(base_model, trust_remote_code=model_cfg.trust_remote_code)
-        save_model_atomic(model, tokenizer, out_dir)
+        source = Path(base_model)
+        if source.is_dir() and any(source.glob("*.safetensors")) and not _pickles(source):
+            # already what later steps expect: copy the files (seconds; loading and re-saving a model beside
+            # a training step on a small CPU took minutes)
+            write_dir_atomic(Path(out_dir), lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True))
+        else:  # a hub id, or pickle weights opted in: load once, save as safetensors
+            from hps_core.models import load_causal_lm
+
+            model, tokenizer = load_causal_lm(base_model, trust_remote_code=model_cfg.trust_remote_code,
+                                              allow_pickle=model_cfg.allow_pickle_weights)
+            save_model_atomic(model, tokenizer, out_dir)
     distributed.barrier()
     return {"steps": 0.0, "adopted_base": 1.0}
