@@ -59,8 +59,8 @@ def is_hh_transcript(prompt: str) -> bool:
 
 
 def _hh_messages(prompt: str) -> list[dict[str, str]]:
-    marks = list(_HH_TURN.finditer(prompt.lstrip("\n")))
     text = prompt.lstrip("\n")
+    marks = list(_HH_TURN.finditer(text))
     messages = []
     for k, mark in enumerate(marks):
         end = marks[k + 1].start() if k + 1 < len(marks) else len(text)
@@ -132,7 +132,6 @@ class ChatFormat:
         if isinstance(template, dict):  # several named templates: the default one
             template = template.get("default") or next(iter(template.values()), None)
         self.template = template or PLAIN_CHAT_TEMPLATE
-        self.own_template = bool(template)
         probe = [{"role": "user", "content": "x"}]
         prompt = self._render(probe, add_generation_prompt=True)
         full = self._render(probe + [{"role": "assistant", "content": _PROBE}], add_generation_prompt=False)
@@ -144,6 +143,11 @@ class ChatFormat:
             self.response_prefix, self.end_text = "", eos
         bos = getattr(tokenizer, "bos_token", None)
         self.add_bos = bool(bos) and not prompt.startswith(bos)
+        # tokenised once: every encoded response ends with them
+        if self.end_text:
+            self.end_ids = list(tokenizer(self.end_text, add_special_tokens=False)["input_ids"])
+        else:
+            self.end_ids = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
 
     def _render(self, messages: list[dict[str, str]], *, add_generation_prompt: bool) -> str:
         try:
@@ -166,12 +170,6 @@ class ChatFormat:
         """A response's tokens as the template places them: prefix + text, then the end-of-turn tokens."""
         ids = list(self.tokenizer(self.response_prefix + response, add_special_tokens=False)["input_ids"])
         return ids + self.end_ids
-
-    @property
-    def end_ids(self) -> list[int]:
-        if not self.end_text:
-            return [] if self.tokenizer.eos_token_id is None else [self.tokenizer.eos_token_id]
-        return list(self.tokenizer(self.end_text, add_special_tokens=False)["input_ids"])
 
     @property
     def stop_ids(self) -> list[int]:
