@@ -1,13 +1,16 @@
-"""HPS alignment pipeline: validate -> groups -> SFT -> HPS -> evaluate -> register, with lineage.
+"""HPS alignment pipeline: validate -> groups -> SFT | reward model -> expand -> HPS -> evaluate -> register.
 
 Run as:
     python flows/hps_flow.py run                                              # embedded default, laptop
     python flows/hps_flow.py --config config flows/configs/<name>.toml run    # your data and models
     python flows/hps_flow.py argo-workflows create                            # scheduled, on Kubernetes
 
-                      ┌─> train_sft ──> train_hps ──┐
-start -> validate -> build_groups                   ├─> evaluate -> register -> end
-                      └─> train_reward_model ───────┘
+                      ┌─> train_sft ──────────┐
+start -> validate -> build_groups             ├─> expand -> train_hps -> evaluate -> register -> end
+                      └─> train_reward_model ─┘
+
+``expand`` grows each training group to ``[expand] k`` responses sampled from the SFT model and scored by
+the reward model (contracts again, negatives drawn again); with ``k = 0`` (the default) it passes through.
 
 MLflow: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<cwd>/mlflow.db`` (artifacts in ``./mlruns``).
 Each step is a few lines; the work lives in ``hps_core.pipeline``. Steps hand tables and checkpoints to
@@ -107,6 +110,38 @@ class HPSFlow(FlowSpec):
         from hps_core import pipeline
 
         self.sft = pipeline.train_sft(self._ctx(), self.groups["groups"], self.groups["base"])
+        self.next(self.expand)
+
+    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step
+    def train_reward_model(self):
+        """Bradley-Terry reward model on its own prompts (or the training groups), unless the config names one."""
+        from hps_core import pipeline
+
+        self.reward_model = pipeline.train_reward_model(self._ctx(), self.groups["groups"], self.groups["base"])
+        self.next(self.expand)
+
+    @card(type="blank", id="expansion")
+    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step
+    def expand(self, inputs):
+        """Training groups grown to K responses by the SFT model, scored by the reward model ([expand] k > 0)."""
+        from metaflow.cards import Markdown
+
+        from hps_core import pipeline
+
+        self.merge_artifacts(inputs, include=["resolved_config", "run_dir", "tracking_uri", "lineage", "mlflow_parent_run_id",
+                                              "validation", "groups", "sft", "reward_model"])
+        self.groups = pipeline.expand(self._ctx(), self.validation["canonical"], self.groups, self.sft["model"],
+                                      self.reward_model["model"])
+        self.lineage = {**self.lineage, "reward_model": self.reward_model["model_dir"]}
+        if self.groups["expanded"]:
+            self.lineage = {**self.lineage, "groups_digest": self.groups["groups_digest"],
+                            "expanded_digest": self.groups["expanded_digest"],
+                            "expansion": f"k={self.resolved_config['expand']['k']} generator=sft scorer=reward_model"}
+            current.card["expansion"].append(Markdown(scrub_text("# Expanded groups\n\n" + self.groups["report_markdown"])))
+        else:
+            current.card["expansion"].append(Markdown("# No expansion\n\n`[expand] k = 0`: the groups as the data gives them."))
         self.next(self.train_hps)
 
     @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
@@ -118,29 +153,18 @@ class HPSFlow(FlowSpec):
         self.hps = pipeline.train_hps(self._ctx(), self.groups["groups"], self.groups["negatives"], self.sft["model"])
         self.next(self.evaluate)
 
-    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
-    @step
-    def train_reward_model(self):
-        """Bradley-Terry reward model on the training groups, unless the config names one."""
-        from hps_core import pipeline
-
-        self.reward_model = pipeline.train_reward_model(self._ctx(), self.groups["groups"], self.groups["base"])
-        self.next(self.evaluate)
-
     @card(type="blank", id="evaluation")
     @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
     @step
-    def evaluate(self, inputs):
+    def evaluate(self):
         """SFT and HPS side by side: reward, harm, implicit margins, with 95 % intervals."""
         from metaflow.cards import Image, Markdown
 
         from hps_core import pipeline
 
-        self.merge_artifacts(inputs, include=["resolved_config", "run_dir", "tracking_uri", "lineage", "mlflow_parent_run_id", "validation", "groups", "sft", "hps", "reward_model"])
         self.evaluation = pipeline.evaluate(
             self._ctx(), self.groups["groups"], self.sft["model"], self.hps["model"], self.reward_model["model"]
         )
-        self.lineage = {**self.lineage, "reward_model": self.reward_model["model_dir"]}
         current.card["evaluation"].append(Markdown(scrub_text("# SFT vs HPS\n\n" + self.evaluation["comparison_markdown"])))
         for path in self.evaluation["figures"]:
             with open(path, "rb") as handle:

@@ -61,6 +61,10 @@ class DataConfig:
     max_prompts: int = 0
     responses_per_prompt: int = 8  # generated world only
     eval_fraction: float = 0.15  # share of prompts held out, assigned by a hash of the prompt id
+    # Share of prompts (by the same hash) whose pairs train only the flow's reward model (split "reward"):
+    # the policy never sees them, so the reward model that scores its expanded groups and its generations
+    # did not train on its prompts. 0 = the reward model trains on the policy's training prompts.
+    reward_fraction: float = 0.0
     min_prompt_chars: int = 1  # contract bound (after a non-blank check)
     min_response_chars: int = 1  # contract bound
     max_prompt_chars: int = 4096  # contract bound
@@ -194,6 +198,18 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ExpandConfig:
+    # hps_flow's expand step: each training prompt's group grows to k responses sampled from the SFT model,
+    # and every response in it is scored by the flow's reward model (one scale); the expanded table passes
+    # the data contracts before negatives are drawn from it. 0 = train on the groups as the data gives them.
+    k: int = 0
+    max_new_tokens: int = 64
+    temperature: float = 1.0  # sampling as in the reference recipe: the model's own distribution
+    top_p: float = 1.0
+    batch_size: int = 4  # prompts per generation batch (each batch samples k sequences per prompt)
+
+
+@dataclass(frozen=True)
 class RegisterConfig:
     sft_name: str = "hps-sft"
     policy_name: str = "hps-policy"
@@ -249,6 +265,7 @@ class PipelineConfig:
     hps: PreferenceTrainConfig = field(default_factory=PreferenceTrainConfig)
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    expand: ExpandConfig = field(default_factory=ExpandConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -301,6 +318,21 @@ class PipelineConfig:
             raise ConfigError(f"{source}: data.max_prompts must be >= 0 (0 = every prompt), got {self.data.max_prompts}")
         if not 0.0 < self.data.eval_fraction < 1.0:
             raise ConfigError(f"{source}: data.eval_fraction must be in (0, 1), got {self.data.eval_fraction}")
+        if not 0.0 <= self.data.reward_fraction < 1.0 - self.data.eval_fraction:
+            raise ConfigError(f"{source}: data.reward_fraction must be in [0, 1 - data.eval_fraction) = "
+                              f"[0, {1.0 - self.data.eval_fraction:g}) so some prompts stay for the policy, "
+                              f"got {self.data.reward_fraction}")
+        if self.data.reward_fraction > 0 and self.reward_model.path:
+            raise ConfigError(f"{source}: data.reward_fraction = {self.data.reward_fraction} sets prompts aside for a "
+                              f"reward model trained in the flow, but reward_model.path names one "
+                              f"({self.reward_model.path!r}): set reward_fraction = 0, or path = \"\" to train one")
+        if self.expand.k == 1 or self.expand.k < 0:
+            raise ConfigError(f"{source}: expand.k = {self.expand.k}; a preference group needs at least 2 responses: "
+                              "use 0 (no expansion) or 2 or more")
+        if self.expand.k and (self.expand.max_new_tokens < 1 or self.expand.batch_size < 1
+                              or self.expand.temperature <= 0 or not 0 < self.expand.top_p <= 1):
+            raise ConfigError(f"{source}: [expand] needs max_new_tokens >= 1, batch_size >= 1, temperature > 0 and "
+                              f"top_p in (0, 1]; got {self.expand}")
         if self.model.max_prompt_tokens >= self.model.max_length:
             raise ConfigError(
                 f"{source}: model.max_prompt_tokens ({self.model.max_prompt_tokens}) must be smaller than "

@@ -87,7 +87,7 @@ def evaluate_policies(ctx: "StepContext", groups: pd.DataFrame, policies: dict[s
     # The reference first: win rates of the others are against its per-prompt rewards.
     policies = {REFERENCE_POLICY: policies[REFERENCE_POLICY], **{k: v for k, v in policies.items() if k != REFERENCE_POLICY}}
     sets = load_eval_sets(ctx, groups)
-    train_ids = set(groups.loc[groups["split"] == "train", "prompt_id"])
+    train_ids = set(groups.loc[groups["split"].isin(["train", "reward"]), "prompt_id"])  # any model trained on them
 
     # Phase 1, one policy in memory at a time: held-out log-probs and generations on every set.
     logps: dict[tuple[str, str], np.ndarray] = {}

@@ -52,12 +52,14 @@ def expand_groups(
     k: int,
     seed: int,
     rescore: bool = True,
+    sampling=None,
 ) -> list[dict[str, Any]]:
     """Scored JSONL records for ``groups`` (rows of :func:`groups_to_expand`, in order): groups marked
     ``expand`` get up to ``k - have`` generated candidates (``k`` sampled per prompt in one batched call,
     seeded by ``seed`` and the shard's first prompt id) and, with ``rescore``, every response scored by the
     reward model (without it only the new ones); other groups pass through unchanged. ``cfg``: the
-    PipelineConfig (model lengths; sampling from ``[evaluate]``: temperature, top_p, max_new_tokens, batch_size)."""
+    PipelineConfig (model lengths, reward-model head); ``sampling``: anything with temperature, top_p,
+    max_new_tokens and batch_size (hps_flow passes ``[expand]``), else ``cfg.evaluate``."""
     from hps_core.evaluate import generate, policy_seed
     from hps_core.models import load_causal_lm
     from hps_core.reward import RewardScorer
@@ -67,7 +69,9 @@ def expand_groups(
     if len(todo):
         model, tok = load_causal_lm(generator_dir, trust_remote_code=cfg.model.trust_remote_code)
         # Sample k per prompt (one batched call), keep the first k - have usable ones of each.
-        ev = dataclasses.replace(cfg.evaluate, samples_per_prompt=int(k))
+        sampling = sampling or cfg.evaluate
+        ev = dataclasses.replace(cfg.evaluate, samples_per_prompt=int(k), temperature=sampling.temperature,
+                                 top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens, batch_size=sampling.batch_size)
         generated = generate(model, tok, todo["prompt"].tolist(), cfg.model, ev,
                              seed=policy_seed(seed, "expansion", str(todo["prompt_id"].iloc[0])), desc="expansion generation")
         del model
@@ -113,6 +117,29 @@ def expand_groups(
             rec.pop("is_harmful")
         out.append(rec)
     return out
+
+
+def expand_training_prompts(table: pd.DataFrame, generator_dir: str, reward_dir: str, cfg, out: Path
+                            ) -> tuple[pd.DataFrame, dict[str, Any], Path]:
+    """hps_flow's expand step: the canonical table with every ``train`` prompt's group grown to ``cfg.expand.k``
+    responses (:func:`expand_groups`, sampling from ``[expand]``, everything rescored), read back through
+    the scored-JSONL loader (``out``, kept as the step's artifact) so the rows are built like any input's;
+    ``eval`` and ``reward`` rows pass unchanged. Returns (table, load report, ``out``); the caller runs the
+    contracts on it."""
+    from hps_core.data.loader import load
+
+    train = table["split"] == "train"
+    todo = groups_to_expand(table[train], cfg.expand.k)
+    records = expand_groups(todo, generator_dir, reward_dir, cfg, k=cfg.expand.k, seed=cfg.run.seed, sampling=cfg.expand)
+    loaded = load(write_jsonl(records, out), "scored-jsonl", {"label_source": "rm"})
+    rows = loaded.table
+    # The same prompt text gives the same prompt id, so every expanded group is one of the training prompts.
+    stray = set(rows["prompt_id"]) - set(table.loc[train, "prompt_id"])
+    if stray:
+        raise RuntimeError(f"expansion returned {len(stray)} prompt(s) that are not training prompts "
+                           f"(first: {sorted(stray)[0]}); the scored-JSONL round trip changed a prompt's text")
+    rows["split"] = pd.Series("train", index=rows.index, dtype=table["split"].dtype)
+    return pd.concat([rows, table[~train]], ignore_index=True), loaded.report, Path(out)
 
 
 def write_jsonl(records: list[dict[str, Any]], path: str | Path) -> Path:

@@ -116,6 +116,7 @@ def group_stats(groups: pd.DataFrame, negatives: pd.DataFrame) -> dict[str, floa
         "groups": float(len(groups)),
         "groups_train": float((groups["split"] == "train").sum()),
         "groups_eval": float((groups["split"] == "eval").sum()),
+        "groups_reward": float((groups["split"] == "reward").sum()),  # the reward model's own (data.reward_fraction)
         "responses_per_group_mean": float(groups["n"].mean()),
         "score_gap_mean": float(groups["score_gap"].mean()),
         "groups_with_top_ties": float((groups["n_top_ties"] > 0).sum()),

@@ -59,23 +59,14 @@ def validate(ctx: StepContext) -> dict[str, Any]:
     ContractViolation (after logging the report) so nothing downstream runs on data that broke a contract;
     ``"quarantine"`` removes the failing rows/groups (kept in contracts/quarantine.parquet, counted) and
     goes on if at least ``data.min_keep_fraction`` of the rows remain."""
-    from data_contracts import ContractViolation, enforce_contracts
     from hps_core.data import load_canonical, table_digest
-    from hps_core.data.validation import card_markdown, contract_bounds, write_and_log
+    from hps_core.data.validation import card_markdown
     from hps_core.lineage import upstream_lineage
 
     data_cfg = ctx.cfg.data
     raw = load_canonical(data_cfg, ctx.cfg.run.seed, ctx.path("data"))
     with ctx.child("validate") as run_id:
-        try:
-            outcome = enforce_contracts(raw.table, on_invalid=data_cfg.on_invalid,
-                                        min_keep_fraction=data_cfg.min_keep_fraction, **contract_bounds(data_cfg))
-        except ContractViolation as err:
-            counts = {"rows_read": float(len(raw.table)), "contract_failures": float(len(err.report.failures))}
-            write_and_log(ctx.tracker, run_id, ctx.run_dir / "contracts", err.report, counts, raw.load_report)
-            raise
-        paths = write_and_log(ctx.tracker, run_id, ctx.run_dir / "contracts", outcome.report,
-                              outcome.counts, raw.load_report, outcome.quarantined)
+        outcome, paths = enforce_and_log(ctx, run_id, raw.table, raw.load_report, ctx.run_dir / "contracts")
         report, table = outcome.report, outcome.table
         canonical_path = ctx.path("data", "canonical.parquet")
         table.to_parquet(canonical_path, index=False)
@@ -96,24 +87,48 @@ def validate(ctx: StepContext) -> dict[str, Any]:
     }
 
 
+def enforce_and_log(ctx: StepContext, run_id: str, table: pd.DataFrame, load_report: dict[str, Any] | None, out_dir: Path):
+    """The data contracts on ``table`` with the configured bounds and ``data.on_invalid``; the report, counts and
+    quarantined rows are written under ``out_dir`` and logged to ``run_id`` whether the contracts pass or not.
+    Returns (ContractOutcome, written paths); raises ContractViolation when nothing may go on."""
+    from data_contracts import ContractViolation, enforce_contracts
+    from hps_core.data.validation import contract_bounds, write_and_log
+
+    data_cfg = ctx.cfg.data
+    try:
+        outcome = enforce_contracts(table, on_invalid=data_cfg.on_invalid,
+                                    min_keep_fraction=data_cfg.min_keep_fraction, **contract_bounds(data_cfg))
+    except ContractViolation as err:
+        counts = {"rows_read": float(len(table)), "contract_failures": float(len(err.report.failures))}
+        write_and_log(ctx.tracker, run_id, out_dir, err.report, counts, load_report)
+        raise
+    paths = write_and_log(ctx.tracker, run_id, out_dir, outcome.report, outcome.counts, load_report, outcome.quarantined)
+    return outcome, paths
+
+
+def draw_negatives(cfg: PipelineConfig, groups: pd.DataFrame) -> pd.DataFrame:
+    """The training groups' negatives, one per group and epoch (seeded), by the method's rule; none for
+    listwise (Plackett-Luce) methods, which use every response."""
+    from hps_core import groups as G
+    from hps_core.methods import parse_method
+
+    _, preference_model = parse_method(cfg.hps.method)
+    rule = {"hps": "hps", "bt": cfg.hps.bt_negative_rule, "pl": None}[preference_model]
+    train = groups[groups["split"] == "train"].reset_index(drop=True)
+    if rule is None:
+        return pd.DataFrame(columns=list(G.NEGATIVE_COLUMNS))
+    return G.draw_epoch_negatives(train, rule=rule, schedule=gamma_schedule(cfg), n_epochs=cfg.hps.epochs,
+                                  seed=cfg.run.seed, updates_per_epoch=cfg.hps.gamma_updates_per_epoch)
+
+
 def build_groups(ctx: StepContext, canonical: Ref) -> dict[str, Any]:
     """Groups per prompt, negatives drawn per epoch (seeded), and the base model resolved (the tiny one
     is built here, once, before the training branches start)."""
     from hps_core import groups as G
-    from hps_core.methods import parse_method
 
-    cfg = ctx.cfg
     table = pd.read_parquet(local(ctx, canonical))
     groups = G.build_groups(table)
-    _, preference_model = parse_method(cfg.hps.method)
-    rule = {"hps": "hps", "bt": cfg.hps.bt_negative_rule, "pl": None}[preference_model]
-    train = groups[groups["split"] == "train"].reset_index(drop=True)
-    negatives = pd.DataFrame(columns=list(G.NEGATIVE_COLUMNS))
-    if rule is not None:
-        negatives = G.draw_epoch_negatives(
-            train, rule=rule, schedule=gamma_schedule(cfg), n_epochs=cfg.hps.epochs, seed=cfg.run.seed,
-            updates_per_epoch=cfg.hps.gamma_updates_per_epoch,
-        )
+    negatives = draw_negatives(ctx.cfg, groups)
     groups_path, negatives_path = ctx.path("groups", "groups.parquet"), ctx.path("groups", "negatives.parquet")
     groups.to_parquet(groups_path, index=False)
     negatives.to_parquet(negatives_path, index=False)
@@ -229,6 +244,52 @@ def train_hps(ctx: StepContext, groups: Ref, negatives: Ref, sft_model: Ref) -> 
         model = publish(ctx, run_id, out, "hps")
     drop_checkpoints(ctx, "hps")
     return {"model": model, "model_dir": str(out), "metrics": metrics}
+
+
+def expand(ctx: StepContext, canonical: Ref, groups: dict[str, Any], sft_model: Ref, reward_model: Ref) -> dict[str, Any]:
+    """``expand.k > 0``: each training prompt's group grows to ``k`` responses sampled from the SFT model (the
+    policy's starting point and reference), every response in it scored by the flow's reward model (one
+    scale); the expanded table passes the data contracts like any input, and groups and negatives are built
+    again from it. ``expand.k = 0``: ``groups`` (build_groups' result) passes through unchanged."""
+    if ctx.cfg.expand.k == 0:
+        return {**groups, "expanded": False}
+    from hps_core import groups as G
+    from hps_core.data import table_digest
+    from hps_core.data.validation import card_markdown
+    from hps_core.expansion import expand_training_prompts
+
+    cfg = ctx.cfg
+    table = pd.read_parquet(local(ctx, canonical))
+    expanded, load_report, jsonl = expand_training_prompts(
+        table, model_dir(ctx, sft_model), model_dir(ctx, reward_model, "reward_model.path"), cfg,
+        ctx.path("expansion", "expanded.jsonl"))
+    with ctx.child("expand") as run_id:
+        outcome, _ = enforce_and_log(ctx, run_id, expanded, load_report, ctx.run_dir / "contracts_expanded")
+        table = outcome.table
+        table_path = ctx.path("data", "expanded.parquet")
+        table.to_parquet(table_path, index=False)
+        new_groups = G.build_groups(table)
+        negatives = draw_negatives(cfg, new_groups)
+        groups_path, negatives_path = ctx.path("expansion", "groups.parquet"), ctx.path("expansion", "negatives.parquet")
+        new_groups.to_parquet(groups_path, index=False)
+        negatives.to_parquet(negatives_path, index=False)
+        stats = G.group_stats(new_groups, negatives)
+        ctx.tracker.log_metrics(run_id, {f"groups/{k}": v for k, v in stats.items()})
+        ctx.tracker.log_artifact(run_id, str(jsonl), "expansion")
+        handed = {"groups": publish(ctx, run_id, groups_path, "groups"),
+                  "negatives": publish(ctx, run_id, negatives_path, "negatives")}
+    return {
+        **groups,
+        **handed,
+        "groups_path": str(groups_path),
+        "negatives_path": str(negatives_path),
+        "groups_digest": G.groups_digest(new_groups, negatives),
+        "stats": stats,
+        "expanded": True,
+        "expanded_digest": table_digest(table),
+        "expanded_path": str(table_path),
+        "report_markdown": card_markdown(outcome.report, outcome.counts, load_report),
+    }
 
 
 def evaluate(ctx: StepContext, groups: Ref, sft_model: Ref, hps_model: Ref, reward_model: Ref) -> dict[str, Any]:

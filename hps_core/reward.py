@@ -161,6 +161,11 @@ def pairwise_accuracy(scorer: RewardScorer, groups: pd.DataFrame) -> float:
     return correct / max(total, 1)
 
 
+def reward_model_split(groups: pd.DataFrame) -> str:
+    """The split a reward model trained in the flow learns from: its own prompts when there are any."""
+    return "reward" if (groups["split"] == "reward").any() else "train"
+
+
 def train_reward_model(
     base_model: str,
     groups: pd.DataFrame,
@@ -171,7 +176,8 @@ def train_reward_model(
     seed: int = 0,
     log_fn: LogFn | None = None,
 ) -> dict[str, float]:
-    """Train a Bradley-Terry reward model on the training groups; report held-out pairwise accuracy."""
+    """Train a Bradley-Terry reward model on its groups (split ``reward`` when the data sets prompts aside for
+    it, ``data.reward_fraction``; else ``train``); report held-out pairwise accuracy."""
     torch.manual_seed(seed)
     model, tokenizer = load_reward_model(base_model, trust_remote_code=model_cfg.trust_remote_code,
                                          allow_pickle=model_cfg.allow_pickle_weights, num_labels=1,
@@ -179,7 +185,7 @@ def train_reward_model(
     if cfg.lora.r > 0:  # adapters on the backbone, the score head in full; saved merged, adapter in adapter/
         model = apply_lora(model, cfg.lora, task_type="SEQ_CLS")
     scorer = RewardScorer(model, tokenizer, model_cfg)
-    train = groups[groups["split"] == "train"].reset_index(drop=True)
+    train = groups[groups["split"] == reward_model_split(groups)].reset_index(drop=True)
     rng = np.random.default_rng([seed, 3])
     plan = []
     for _ in range(cfg.epochs):

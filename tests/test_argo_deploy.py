@@ -26,7 +26,7 @@ from tests.s3_server import read_object, s3_server
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = ROOT / "flows" / "hps_flow.py"
 ARGO_CONFIG = ROOT / "tests" / "configs" / "argo.toml"
-GPU_STEPS = {"train_sft", "train_hps", "train_reward_model", "evaluate"}
+GPU_STEPS = {"train_sft", "train_reward_model", "expand", "train_hps", "evaluate"}
 CPU_STEPS = {"start", "validate", "build_groups", "register", "end"}
 METAFLOW_DEFAULT_IMAGE = "registry.example.com/metaflow-default:0"  # METAFLOW_KUBERNETES_CONTAINER_IMAGE
 
@@ -59,7 +59,7 @@ def workflow(s3_env, tmp_path_factory) -> dict:
 
 
 def test_gpus_memory_and_cpu_only_on_training_and_evaluation_steps(workflow):
-    """[resources] gpu = 1, memory = 24000, cpu = 6 -> exactly the four @resources steps; the rest get no GPU
+    """[resources] gpu = 1, memory = 24000, cpu = 6 -> exactly the five @resources steps; the rest get no GPU
     and Metaflow's small default pod."""
     res = load_config(ARGO_CONFIG).resources
     steps = _steps(workflow)

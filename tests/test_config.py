@@ -1,5 +1,6 @@
 """The typed config: defaults, the TOML file, and errors that name the key and the file."""
 
+import re
 import tomllib
 
 import pytest
@@ -48,10 +49,15 @@ def test_unknown_section_is_an_error(tmp_path):
         ("[hps]\nbt_negative_rule = 'best'\n", "bt_negative_rule"),
         ("[sft]\nbatch_size = 0\n", "sft.batch_size must be >= 1"),
         ("[hps]\nsave_total_limit = 0\n", "hps.save_total_limit must be >= 1"),
+        ("[data]\neval_fraction = 0.2\nreward_fraction = 0.8\n", "data.reward_fraction must be in [0, 1 - data.eval_fraction) = [0, 0.8)"),
+        ("[data]\nreward_fraction = -0.1\n", "data.reward_fraction must be in"),
+        ("[data]\nreward_fraction = 0.3\n[reward_model]\npath = 'some/rm'\n", "set reward_fraction = 0, or path = \"\" to train one"),
+        ("[expand]\nk = 1\n", "expand.k = 1; a preference group needs at least 2 responses"),
+        ("[expand]\nk = 8\ntemperature = 0.0\n", "[expand] needs max_new_tokens >= 1"),
     ],
 )
 def test_invalid_values_are_rejected_with_the_fix(text, fragment):
-    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
         PipelineConfig.from_dict(tomllib.loads(text))
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hps_core.config import EvaluateConfig, ModelConfig, PipelineConfig, TinyModelConfig
+from hps_core.config import EvaluateConfig, ModelConfig, PipelineConfig
 from hps_core.expansion import expand_groups, expansion_stats, groups_to_expand, merge_shards, shard_prompts, write_jsonl
 
 
@@ -17,13 +17,8 @@ def test_shards_are_contiguous_and_cover_every_prompt():
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from hps_core.models import build_tiny_model
-
-    tiny = TinyModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=96)
-    corpus = ["User: how do I bake bread?\nAssistant: mix flour, water and yeast, then bake it."] * 4
-    return str(build_tiny_model(corpus, tiny, cache_dir=tmp_path_factory.mktemp("tiny")))
+def tiny_dir(micro_model_dir):
+    return micro_model_dir
 
 
 def _table():

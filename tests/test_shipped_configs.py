@@ -31,3 +31,13 @@ def test_single_gpu_trial_uses_the_recipe_rate_on_a_small_model():
     cfg = load_config(CONFIG_DIR / "trial_0p5b.toml")
     assert cfg.hps.lr == 5e-7 and cfg.hps.batch_size * cfg.hps.grad_accum_steps == 128
     assert cfg.resources.gpu == 1 and cfg.hps.lora.r == 0
+
+
+def test_smollm2_recipe_expands_policy_prompts_the_reward_model_never_sees():
+    for name in ("smollm2_hh.toml", "smollm2_hh_gpu.toml"):
+        cfg = load_config(CONFIG_DIR / name)
+        assert cfg.expand.k == 8 and cfg.model.base.startswith("gguf:") and cfg.model.base.endswith(".gguf")
+        assert cfg.data.reward_fraction > 0 and not cfg.reward_model.path  # trained in the flow on its own prompts
+        assert cfg.model.max_length - cfg.model.max_prompt_tokens >= cfg.expand.max_new_tokens  # samples fit
+        assert cfg.hps.method == "dpo-hps" and cfg.register.champion_alias == ""
+    assert load_config(CONFIG_DIR / "smollm2_hh_gpu.toml").resources.gpu == 1

@@ -61,5 +61,5 @@ def load_canonical(cfg: DataConfig, seed: int, workdir: Path) -> RawData:
     fmt = "scored-jsonl" if cfg.source == "generated" else cfg.format
     loaded = load(source, fmt, adapter_options(cfg), ignore_unused=True)
     table = first_prompts(loaded.table, cfg.max_prompts) if cfg.max_prompts else loaded.table
-    table["split"] = assign_split(table["prompt_id"], cfg.eval_fraction, seed).astype("string")
+    table["split"] = assign_split(table["prompt_id"], cfg.eval_fraction, seed, cfg.reward_fraction).astype("string")
     return RawData(table=table, raw_files=loaded.raw_files, load_report=loaded.report)

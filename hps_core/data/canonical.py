@@ -2,7 +2,7 @@
 
 Columns (DESIGN.md section 4): ``prompt_id`` (stable hash of the prompt text), ``prompt``, ``response_id``,
 ``response``, ``score``, ``is_harmful`` (nullable bool), ``label_source`` (human | ai | rm), ``source``
-(dataset name and raw-file digest), ``split`` (train | eval, by a hash of the prompt id).
+(dataset name and raw-file digest), ``split`` (train | eval | reward, by a hash of the prompt id; ``reward``: pairs for the reward model only).
 
 Optional column ``origin`` (``file:line`` or ``file: row n`` of every raw record a row came from) lets a
 contract report point at the raw data; it is not part of the content digest (moving a line within the
@@ -45,15 +45,18 @@ def response_id(prompt_key: str, response: str) -> str:
     return hashlib.sha256(f"{prompt_key}\0{response}".encode("utf-8")).hexdigest()[:16]
 
 
-def assign_split(prompt_ids: pd.Series, eval_fraction: float, seed: int = 0) -> pd.Series:
-    """Deterministic train/eval split by a hash of (seed, prompt id): a prompt never lands in both, and
-    adding rows to a dataset does not move existing prompts between splits."""
+def assign_split(prompt_ids: pd.Series, eval_fraction: float, seed: int = 0, reward_fraction: float = 0.0) -> pd.Series:
+    """Deterministic split by a hash of (seed, prompt id): ``eval`` for a bucket below ``eval_fraction``,
+    ``reward`` (pairs only the reward model trains on) for the next ``reward_fraction``, else ``train``. A
+    prompt never lands in two splits, adding rows to a dataset does not move existing prompts, and a
+    ``reward_fraction`` of 0 gives the same split as before it existed."""
 
-    def bucket(pid: str) -> float:
+    def split(pid: str) -> str:
         digest = hashlib.sha256(f"{seed}:{pid}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2**64
+        bucket = int.from_bytes(digest[:8], "big") / 2**64
+        return "eval" if bucket < eval_fraction else "reward" if bucket < eval_fraction + reward_fraction else "train"
 
-    return prompt_ids.map(lambda pid: "eval" if bucket(pid) < eval_fraction else "train")
+    return prompt_ids.map(split)
 
 
 def empty_table() -> pd.DataFrame:
