@@ -4,7 +4,7 @@ Run as:
     HPS_CACHE_DIR=/tmp/hps_cache python benchmarks/bench_generation.py            # flow defaults
     python benchmarks/bench_generation.py --prompts 64 --batch-sizes 8 32 64 --json out.json
 
-Measures the code the evaluate step runs (``hps_core.evaluate.generate``, ``RewardScorer.score``, the
+Measures the code the evaluate step runs (``hps_core.evaluate.generation.generate``, ``RewardScorer.score``, the
 held-out log-prob pass) on the default tiny Llama built from the generated world, with the flow's default
 evaluation settings (k = 2 samples, 40 new tokens, temperature 0.7, top-p 0.95). The models are untrained
 (random init): throughput depends on shapes, not on weights, except that an untrained model rarely stops
@@ -30,7 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from hps_core.config import load_config  # noqa: E402
+from hps_core.config.loading import load_config  # noqa: E402
 
 
 def _timed(fn, repeats: int) -> float:
@@ -53,10 +53,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from hps_core.data.synthetic import format_prompt, generate_world
-    from hps_core.evaluate import generate
-    from hps_core.models import build_tiny_model, default_cache_dir, load_causal_lm, load_reward_model, pick_device
-    from hps_core.reward import RewardScorer
-    from hps_core.train.batching import Encoder
+    from hps_core.evaluate.generation import generate
+    from hps_core.models.loading import (
+        build_tiny_model,
+        default_cache_dir,
+        load_causal_lm,
+        load_reward_model,
+        pick_device,
+    )
+    from hps_core.models.reward import RewardScorer
+    from hps_core.data.encoding import Encoder
     from hps_core.train.preference import sequence_logps
 
     cfg = load_config()

@@ -55,7 +55,7 @@ def _world(n: int, n_prompts: int, seed: int = 0):
     import pandas as pd
 
     from hps_core.data.synthetic import format_prompt, generate_world
-    from hps_core.groups import build_groups
+    from hps_core.sampling.groups import build_groups
 
     records = generate_world(seed=seed, n_prompts=200, responses_per_prompt=12)
     pool = sorted({r for rec in records for r in rec["responses"]})
@@ -71,7 +71,7 @@ def _world(n: int, n_prompts: int, seed: int = 0):
 
 
 def _model_config(name: str):
-    from hps_core.config import TinyModelConfig
+    from hps_core.config.schema import TinyModelConfig
 
     return TinyModelConfig(**MODELS[name])
 
@@ -82,11 +82,11 @@ def run_one(method: str, n: int, args) -> dict:
 
     import torch
 
-    from hps_core.config import ModelConfig, PreferenceTrainConfig
-    from hps_core.groups import draw_epoch_negatives
-    from hps_core.losses import parse_method
-    from hps_core.models import build_tiny_model
-    from hps_core.sampling import make_gamma_schedule
+    from hps_core.config.schema import ModelConfig, PreferenceTrainConfig
+    from hps_core.sampling.groups import draw_epoch_negatives
+    from hps_core.train.losses import parse_method
+    from hps_core.models.loading import build_tiny_model
+    from hps_core.sampling.hardness import make_gamma_schedule
     from hps_core.train.preference import train_preference
 
     if args.threads:

@@ -109,9 +109,9 @@ def load_hh_pairs(data: Path) -> list[tuple[str, str, str]]:
 def prepare(workdir: Path, data: Path, settings: RaceSettings) -> dict:
     """Build the model and tokenise the pairs once; write ``pairs.json`` for both trainers. Returns its
     summary (pairs kept and dropped, model directory)."""
-    from hps_core.config import TinyModelConfig
-    from hps_core.models import build_tiny_model, load_tokenizer, tiny_corpus
-    from hps_core.train.batching import Encoder
+    from hps_core.config.schema import TinyModelConfig
+    from hps_core.models.loading import build_tiny_model, load_tokenizer, tiny_corpus
+    from hps_core.data.encoding import Encoder
 
     triples = load_hh_pairs(data)
     if settings.model in REAL_MODELS:
@@ -227,8 +227,8 @@ def run_ours(workdir: Path, settings: RaceSettings, out_dir: Path) -> dict:
     import pandas as pd
     import torch
 
-    from hps_core.config import ModelConfig, PreferenceTrainConfig, TinyModelConfig
-    from hps_core.groups import build_groups
+    from hps_core.config.schema import ModelConfig, PreferenceTrainConfig, TinyModelConfig
+    from hps_core.sampling.groups import build_groups
     from hps_core.train import preference
 
     prepared = json.loads((workdir / "pairs.json").read_text())

@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_check.py --out gpu_check.json
 
-Runs the default config's steps through ``hps_core.pipeline`` with a NullTracker (data -> groups -> SFT ->
+Runs the default config's steps through ``hps_core.recipes.hps`` with a NullTracker (data -> groups -> SFT ->
 reward model -> HPS -> evaluate), then the torchrun + DDP launch path with NCCL (one rank: two NCCL ranks
 cannot share one GPU). Reports per step: wall time, device, compute dtype, peak GPU memory, and the
 metrics the flow would log; fails if anything ran on the CPU that should not have.
@@ -26,14 +26,14 @@ def main() -> None:
 
     import torch
 
-    from hps_core import pipeline
-    from hps_core.config import load_config
+    from hps_core.recipes import hps as pipeline
+    from hps_core.config.loading import load_config
     from hps_core.data import load_canonical
-    from hps_core.models import load_causal_lm
-    from hps_core.pipeline import StepContext
+    from hps_core.models.loading import load_causal_lm
+    from hps_core.tracking.step_context import StepContext
     from hps_core.train.launch import StageSpec, launch
     from hps_core.train.model_setup import compute_dtype
-    from hps_core.tracking import NullTracker
+    from hps_core.tracking.null import NullTracker
 
     cuda = torch.cuda.is_available()
     if not cuda and not args.allow_cpu:

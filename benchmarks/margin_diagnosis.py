@@ -30,7 +30,7 @@ def branch_rows(path: Path) -> list[dict]:
     match = re.fullmatch(r"(?P<slug>.+)_n(?P<n>\d+)_s(?P<seed>\d+)", path.parent.parent.name)
     if match is None:
         return []
-    from hps_core.evaluate import per_group_margins
+    from hps_core.evaluate.metrics import per_group_margins
 
     table = pd.read_parquet(path)
     table = table[table["policy"] == "policy"]

@@ -16,48 +16,34 @@ paper-style table: a Metaflow card, MLflow artifacts (``compare_report`` run) an
 MLflow: one parent run; a child per shared step, and per branch a run with ``train`` and ``evaluate`` children.
 """
 
-import os
 import time
 
 import flow_env  # noqa: F401  (flows/: user, offline hub, secrets kept out of the logs)
-from hps_core.redaction import scrub_text  # noqa: E402
+from hps_core.common.redaction import scrub_text  # noqa: E402
 
+from flow_base import CPU, GPU, IMAGE, MEMORY, config_parameter, pipeline_config, step_context_of  # noqa: E402  (flows/: config parameter, resources, step context)
 from kubernetes_image import kubernetes_image  # noqa: E402
-from metaflow import Config, FlowSpec, card, config_expr, current, resources, step  # noqa: E402
+from metaflow import FlowSpec, card, current, resources, step  # noqa: E402
 from mlflow_failures import mark_mlflow_failures  # noqa: E402
 
-GPU = config_expr("config.resources.gpu")
-MEMORY = config_expr("config.resources.memory")
-CPU = config_expr("config.resources.cpu")
 
-
-@kubernetes_image(config_expr("config.resources.image"))
+@kubernetes_image(IMAGE)
 @mark_mlflow_failures
 class CompareFlow(FlowSpec):
     """Preference methods side by side over seeds: quality, margins, harm, cost."""
 
-    config = Config(
-        "config",
-        default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "compare_default.toml"),
-        parser="hps_core.config.parse_config_text",
-        help="TOML config with a [compare] section (flows/configs/compare_*.toml); unknown keys are errors.",
-    )
+    config = config_parameter("compare_default.toml", help="TOML config with a [compare] section (flows/configs/compare_*.toml); unknown keys are errors.")
 
-    def _ctx(self):
-        from hps_core.config import PipelineConfig
-        from hps_core.flow_run import step_context
-        from hps_core.pipeline import StepContext
-
-        return step_context(self, PipelineConfig.from_dict(dict(self.config), source="config"), StepContext)
+    def _ctx(self, sub: str = ""):
+        return step_context_of(self, sub)
 
     @step
     def start(self):
         """Resolve the config, record the code version, open the MLflow parent run."""
-        from hps_core.config import PipelineConfig
-        from hps_core.flow_run import open_run
-        from hps_core.model_sources import check_model_sources
+        from hps_core.recipes.flow_run import open_run
+        from hps_core.models.sources import check_model_sources
 
-        cfg = PipelineConfig.from_dict(dict(self.config), source="config")
+        cfg = pipeline_config(self)
         self.started_at = time.time()
         sources = check_model_sources(cfg)  # a model that cannot be had fails here, before any data step
         for name, value in open_run(cfg, flow_name=current.flow_name, run_id=current.run_id,
@@ -72,7 +58,7 @@ class CompareFlow(FlowSpec):
         """Raw data -> canonical table -> data contracts (as in hps_flow)."""
         from metaflow.cards import Markdown
 
-        from hps_core import pipeline
+        from hps_core.recipes import hps as pipeline
 
         self.validation = pipeline.validate(self._ctx())
         current.card["contracts"].append(Markdown(scrub_text(self.validation["report_markdown"])))
@@ -81,7 +67,7 @@ class CompareFlow(FlowSpec):
     @step
     def build_groups(self):
         """Groups and the split, shared by every method (each branch draws its own negatives)."""
-        from hps_core import pipeline
+        from hps_core.recipes import hps as pipeline
 
         self.groups = pipeline.build_groups(self._ctx(), self.validation["canonical"])
         self.next(self.train_sft, self.train_reward_model)
@@ -90,7 +76,7 @@ class CompareFlow(FlowSpec):
     @step
     def train_sft(self):
         """The one SFT checkpoint every method starts from (and is regularised towards)."""
-        from hps_core import pipeline
+        from hps_core.recipes import hps as pipeline
 
         self.sft = pipeline.train_sft(self._ctx(), self.groups["groups"], self.groups["base"])
         self.next(self.join_models)
@@ -99,7 +85,7 @@ class CompareFlow(FlowSpec):
     @step
     def train_reward_model(self):
         """The one reward model every method is scored with."""
-        from hps_core import pipeline
+        from hps_core.recipes import hps as pipeline
 
         self.reward_model = pipeline.train_reward_model(self._ctx(), self.groups["groups"], self.groups["base"])
         self.next(self.join_models)
@@ -107,7 +93,7 @@ class CompareFlow(FlowSpec):
     @step
     def join_models(self, inputs):
         """SFT and reward model ready; the groups of every group size written once, shared by all branches."""
-        from hps_core.compare.runs import group_size_files
+        from hps_core.recipes.compare import group_size_files
 
         self.merge_artifacts(inputs, include=["started_at", "resolved_config", "run_dir", "tracking_uri", "lineage",
                                               "mlflow_parent_run_id", "validation", "groups", "sft", "reward_model"])
@@ -117,7 +103,7 @@ class CompareFlow(FlowSpec):
     @step
     def plan(self):
         """One branch per (group size, method, seed)."""
-        from hps_core.compare.runs import plan_runs
+        from hps_core.recipes.compare import plan_runs
 
         self.runs = plan_runs(self._ctx().cfg)
         print(f"{len(self.runs)} branches: " + ", ".join(r["name"] for r in self.runs))
@@ -128,7 +114,7 @@ class CompareFlow(FlowSpec):
     def train_method(self):
         """This branch's negatives (its rule, its seed), its training from the SFT checkpoint (cost measured),
         then SFT and the new policy through the evaluate step's code: same reward model, same judge."""
-        from hps_core.compare.runs import evaluate_method, result_row, train_method
+        from hps_core.recipes.compare import evaluate_method, result_row, train_method
 
         self.branch = self.input
         groups, ctx = self.sized_groups["groups"][str(self.branch["n"])], self._ctx()
@@ -144,7 +130,7 @@ class CompareFlow(FlowSpec):
         """Means and 95 % intervals over seeds: the table (card, MLflow, markdown), the claims check, a plot."""
         from metaflow.cards import Image, Markdown
 
-        from hps_core.compare.runs import write_outputs
+        from hps_core.recipes.compare import write_outputs
 
         self.merge_artifacts(inputs, include=["started_at", "resolved_config", "run_dir", "tracking_uri", "lineage",
                                               "mlflow_parent_run_id"])
@@ -160,7 +146,7 @@ class CompareFlow(FlowSpec):
     @step
     def end(self):
         """Close the MLflow parent run; print where the table is."""
-        from hps_core.tracking import MlflowTracker
+        from hps_core.tracking.mlflow_tracker import MlflowTracker
 
         tracker = MlflowTracker(self.tracking_uri, experiment_name=self.resolved_config["run"]["experiment"])
         tracker.finish_run(self.mlflow_parent_run_id)

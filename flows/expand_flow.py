@@ -11,34 +11,25 @@ start -> validate (the input, contracts) -> plan ─(foreach shard)─> expand_s
 The config's ``[data]`` names the input (any format the loader reads); ``[model]`` its lengths; ``[evaluate]``
 the sampling (temperature, top_p, max_new_tokens, batch_size); ``[reward_model]`` the reward model's head.
 The output is scored JSONL (``hps_core.data.scored_jsonl``): use it as ``data.source`` of hps_flow or
-compare_flow. ``hps_core/expansion.py`` holds the logic.
+compare_flow. ``hps_core/recipes/expansion.py`` holds the logic.
 """
 
-import os
 
 import flow_env  # noqa: F401  (flows/: user, offline hub, secrets kept out of the logs)
-from hps_core.redaction import scrub_text  # noqa: E402
+from hps_core.common.redaction import scrub_text  # noqa: E402
 
+from flow_base import CPU, GPU, IMAGE, MEMORY, config_parameter, pipeline_config, step_context_of  # noqa: E402  (flows/: config parameter, resources, step context)
 from kubernetes_image import kubernetes_image  # noqa: E402
-from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, resources, step  # noqa: E402
+from metaflow import FlowSpec, Parameter, card, current, resources, step  # noqa: E402
 from mlflow_failures import mark_mlflow_failures  # noqa: E402
 
-GPU = config_expr("config.resources.gpu")
-MEMORY = config_expr("config.resources.memory")
-CPU = config_expr("config.resources.cpu")
 
-
-@kubernetes_image(config_expr("config.resources.image"))
+@kubernetes_image(IMAGE)
 @mark_mlflow_failures
 class ExpandFlow(FlowSpec):
     """Multi-response groups from few-response data: generate, score, validate."""
 
-    config = Config(
-        "config",
-        default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.toml"),
-        parser="hps_core.config.parse_config_text",
-        help="TOML config: [data] the input, [model] lengths, [evaluate] sampling, [reward_model] head.",
-    )
+    config = config_parameter("default.toml", help="TOML config: [data] the input, [model] lengths, [evaluate] sampling, [reward_model] head.")
     generator = Parameter("generator", required=True, help="causal LM that samples the new candidates (dir or hub id)")
     reward_model_path = Parameter("reward-model", required=True, help="reward model that scores them (dir or hub id)")
     k = Parameter("k", default=8, type=int, help="responses per prompt after expansion (prompts with fewer are expanded)")
@@ -48,25 +39,20 @@ class ExpandFlow(FlowSpec):
                         help="score every response of an expanded group with the reward model (one scale), not only the new ones")
 
     def _ctx(self, sub: str = ""):
-        from hps_core.config import PipelineConfig
-        from hps_core.flow_run import step_context
-        from hps_core.pipeline import StepContext
-
-        return step_context(self, PipelineConfig.from_dict(dict(self.config), source="config"), StepContext, sub)
+        return step_context_of(self, sub)
 
     @step
     def start(self):
         """Resolve the config, open the MLflow parent run."""
         from pathlib import Path
 
-        from hps_core.config import PipelineConfig
-        from hps_core.flow_run import open_run
+        from hps_core.recipes.flow_run import open_run
 
         if self.k < 2:
             raise ValueError(f"--k {self.k}: a preference group needs at least 2 responses; use --k 2 or more")
-        from hps_core.model_sources import check_model_source
+        from hps_core.models.sources import check_model_source
 
-        cfg = PipelineConfig.from_dict(dict(self.config), source="config")
+        cfg = pipeline_config(self)
         sources = {**check_model_source("--generator", self.generator, tag="generator"),
                    **check_model_source("--reward-model", self.reward_model_path, tag="reward_model")}
         self.out_path = str(Path(self.out).resolve())
@@ -82,7 +68,7 @@ class ExpandFlow(FlowSpec):
     @step
     def validate(self):
         """The input through the loader and the data contracts."""
-        from hps_core import pipeline
+        from hps_core.recipes import hps as pipeline
 
         self.validation = pipeline.validate(self._ctx("input"))
         self.next(self.plan)
@@ -92,8 +78,8 @@ class ExpandFlow(FlowSpec):
         """One row per prompt (which ones need expansion), cut into shards."""
         import pandas as pd
 
-        from hps_core.expansion import groups_to_expand, shard_prompts
-        from hps_core.handoff import local
+        from hps_core.recipes.expansion import groups_to_expand, shard_prompts
+        from hps_core.tracking.handoff import local
 
         ctx = self._ctx()
         groups = groups_to_expand(pd.read_parquet(local(ctx, self.validation["canonical"])), self.k)
@@ -111,12 +97,12 @@ class ExpandFlow(FlowSpec):
         """Generate and score this shard's prompts (batched); its JSONL is handed on by reference."""
         import pandas as pd
 
-        from hps_core.expansion import expand_groups, write_jsonl
-        from hps_core.handoff import publish
+        from hps_core.recipes.expansion import expand_groups, write_jsonl
+        from hps_core.tracking.handoff import publish
 
         ctx, shard = self._ctx(), self.input
         groups = pd.read_parquet(self.groups_path).iloc[shard["start"]:shard["stop"]].reset_index(drop=True)
-        from hps_core.model_sources import materialize
+        from hps_core.models.sources import materialize
 
         generator = materialize(self.generator, ctx.cache_dir / "models", "--generator")
         reward_model = materialize(self.reward_model_path, ctx.cache_dir / "models", "--reward-model")
@@ -137,9 +123,9 @@ class ExpandFlow(FlowSpec):
         import pandas as pd
         from metaflow.cards import Markdown
 
-        from hps_core import pipeline
-        from hps_core.expansion import expansion_stats, merge_shards
-        from hps_core.handoff import local
+        from hps_core.recipes import hps as pipeline
+        from hps_core.recipes.expansion import expansion_stats, merge_shards
+        from hps_core.tracking.handoff import local
 
         self.merge_artifacts(inputs, include=["resolved_config", "run_dir", "tracking_uri", "lineage", "mlflow_parent_run_id",
                                               "out_path", "groups_path"])
@@ -166,7 +152,7 @@ class ExpandFlow(FlowSpec):
 
     @step
     def end(self):
-        from hps_core.tracking import MlflowTracker
+        from hps_core.tracking.mlflow_tracker import MlflowTracker
 
         MlflowTracker(self.tracking_uri, experiment_name=self.resolved_config["run"]["experiment"]).finish_run(self.mlflow_parent_run_id)
 

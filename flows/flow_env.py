@@ -12,10 +12,10 @@ if not any(os.environ.get(v, "root") != "root" for v in ("METAFLOW_USER", "SUDO_
     os.environ["METAFLOW_USER"] = _user if _user != "root" else "hps-runner"
 # HF_HUB_OFFLINE is left to the user: a hub id in the config means "fetch that model" (the default config
 # names none, so nothing downloads by surprise); HF_HUB_OFFLINE=1 keeps to the local hub cache. The start
-# step checks every configured model (hps_core.model_sources) before any data step runs.
+# step checks every configured model (hps_core.models.sources) before any data step runs.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from hps_core.redaction import install_output_scrubbing  # noqa: E402
+from hps_core.common.redaction import install_output_scrubbing  # noqa: E402
 
 install_output_scrubbing()  # values of HF_TOKEN, *_PASSWORD, *_KEY, ... never reach the step logs

@@ -13,54 +13,41 @@ start -> validate -> build_groups             ├─> expand -> train_hps -> eva
 the reward model (contracts again, negatives drawn again); with ``k = 0`` (the default) it passes through.
 
 MLflow: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<cwd>/mlflow.db`` (artifacts in ``./mlruns``).
-Each step is a few lines; the work lives in ``hps_core.pipeline``. Steps hand tables and checkpoints to
+Each step is a few lines; the work lives in ``hps_core.recipes.hps``. Steps hand tables and checkpoints to
 each other by reference: a local path plus an MLflow artifact URI that a step on another machine downloads.
 """
 
 import os
 
 import flow_env  # noqa: F401  (flows/: user, telemetry off, secrets kept out of the logs)
-from hps_core.redaction import scrub_text  # noqa: E402
+from hps_core.common.redaction import scrub_text  # noqa: E402
 
+from flow_base import CPU, GPU, IMAGE, MEMORY, config_parameter, pipeline_config, step_context_of  # noqa: E402  (flows/: config parameter, resources, step context)
 from kubernetes_image import kubernetes_image  # noqa: E402  (flows/: Kubernetes steps use resources.image)
-from metaflow import Config, FlowSpec, card, config_expr, current, resources, schedule, step  # noqa: E402
+from metaflow import FlowSpec, card, config_expr, current, resources, schedule, step  # noqa: E402
 from mlflow_failures import mark_mlflow_failures  # noqa: E402  (flows/: a failed step fails the MLflow run)
-
-GPU = config_expr("config.resources.gpu")
-MEMORY = config_expr("config.resources.memory")
-CPU = config_expr("config.resources.cpu")
 
 
 # Deployed (argo-workflows create): runs on [schedule] cron, none when it is "" (daily=False turns off
 # @schedule's daily default). Local `run` ignores both decorators.
 @schedule(cron=config_expr("config.schedule.cron"), timezone=config_expr("config.schedule.timezone"), daily=False)
-@kubernetes_image(config_expr("config.resources.image"))
+@kubernetes_image(IMAGE)
 @mark_mlflow_failures
 class HPSFlow(FlowSpec):
     """Hard Preference Sampling alignment, from raw preference data to registered model versions."""
 
-    config = Config(
-        "config",
-        default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.toml"),
-        parser="hps_core.config.parse_config_text",
-        help="TOML config (flows/configs/*.toml); unknown keys are errors.",
-    )
+    config = config_parameter("default.toml", help="TOML config (flows/configs/*.toml); unknown keys are errors.")
 
-    def _ctx(self):
-        from hps_core.config import PipelineConfig
-        from hps_core.flow_run import step_context
-        from hps_core.pipeline import StepContext
-
-        return step_context(self, PipelineConfig.from_dict(dict(self.config), source="config"), StepContext)
+    def _ctx(self, sub: str = ""):
+        return step_context_of(self, sub)
 
     @step
     def start(self):
         """Resolve the config, record code version, open the MLflow parent run."""
-        from hps_core.config import PipelineConfig
-        from hps_core.flow_run import open_run
-        from hps_core.model_sources import check_model_sources
+        from hps_core.recipes.flow_run import open_run
+        from hps_core.models.sources import check_model_sources
 
-        cfg = PipelineConfig.from_dict(dict(self.config), source="config")
+        cfg = pipeline_config(self)
         sources = check_model_sources(cfg)  # a model that cannot be had fails here, before any data step
         for name, value in open_run(cfg, flow_name=current.flow_name, run_id=current.run_id,
                                     run_name=f"hps-{current.run_id}").items():
@@ -74,7 +61,7 @@ class HPSFlow(FlowSpec):
         """Raw data -> canonical table -> data contracts; stops the flow with a report on a violation."""
         from metaflow.cards import Markdown
 
-        from hps_core import pipeline
+        from hps_core.recipes import hps as pipeline
 
         try:
             self.validation = pipeline.validate(self._ctx())
@@ -97,7 +84,7 @@ class HPSFlow(FlowSpec):
     @step
     def build_groups(self):
         """One ranked group per prompt, train/eval split by prompt hash, negatives drawn per epoch."""
-        from hps_core import pipeline
+        from hps_core.recipes import hps as pipeline
 
         self.groups = pipeline.build_groups(self._ctx(), self.validation["canonical"])
         self.lineage = {**self.lineage, "groups_digest": self.groups["groups_digest"], "base_model": self.groups["base_model"]}
@@ -107,7 +94,7 @@ class HPSFlow(FlowSpec):
     @step
     def train_sft(self):
         """Supervised fine-tuning of the base model (GPU step on a cluster)."""
-        from hps_core import pipeline
+        from hps_core.recipes import hps as pipeline
 
         self.sft = pipeline.train_sft(self._ctx(), self.groups["groups"], self.groups["base"])
         self.next(self.expand)
@@ -116,7 +103,7 @@ class HPSFlow(FlowSpec):
     @step
     def train_reward_model(self):
         """Bradley-Terry reward model on its own prompts (or the training groups), unless the config names one."""
-        from hps_core import pipeline
+        from hps_core.recipes import hps as pipeline
 
         self.reward_model = pipeline.train_reward_model(self._ctx(), self.groups["groups"], self.groups["base"])
         self.next(self.expand)
@@ -128,7 +115,7 @@ class HPSFlow(FlowSpec):
         """Training groups grown to K responses by the SFT model, scored by the reward model ([expand] k > 0)."""
         from metaflow.cards import Markdown
 
-        from hps_core import pipeline
+        from hps_core.recipes import hps as pipeline
 
         self.merge_artifacts(inputs, include=["resolved_config", "run_dir", "tracking_uri", "lineage", "mlflow_parent_run_id",
                                               "validation", "groups", "sft", "reward_model"])
@@ -148,7 +135,7 @@ class HPSFlow(FlowSpec):
     @step
     def train_hps(self):
         """Preference training with hard negatives from the SFT checkpoint (frozen as reference)."""
-        from hps_core import pipeline
+        from hps_core.recipes import hps as pipeline
 
         self.hps = pipeline.train_hps(self._ctx(), self.groups["groups"], self.groups["negatives"], self.sft["model"])
         self.next(self.evaluate)
@@ -160,7 +147,7 @@ class HPSFlow(FlowSpec):
         """SFT and HPS side by side: reward, harm, implicit margins, with 95 % intervals."""
         from metaflow.cards import Image, Markdown
 
-        from hps_core import pipeline
+        from hps_core.recipes import hps as pipeline
 
         self.evaluation = pipeline.evaluate(
             self._ctx(), self.groups["groups"], self.sft["model"], self.hps["model"], self.reward_model["model"]
@@ -174,7 +161,7 @@ class HPSFlow(FlowSpec):
     @step
     def register(self):
         """Both checkpoints become MLflow model versions with metrics and lineage; HPS gets `challenger`."""
-        from hps_core import pipeline
+        from hps_core.recipes import hps as pipeline
 
         self.registered = pipeline.register(
             self._ctx(), self.sft["model"], self.hps["model"], self.evaluation["metrics"], self.lineage,
@@ -187,7 +174,7 @@ class HPSFlow(FlowSpec):
         """Close the MLflow parent run and tag this Metaflow run with what it registered."""
         from metaflow import Run
 
-        from hps_core.tracking import MlflowTracker
+        from hps_core.tracking.mlflow_tracker import MlflowTracker
 
         tracker = MlflowTracker(self.tracking_uri, experiment_name=self.resolved_config["run"]["experiment"])
         tracker.set_tags(self.mlflow_parent_run_id, {f"registered.{k}": v for k, v in self.registered.items()})

@@ -29,7 +29,7 @@ def fail_mlflow_run_on_error(step_name, flow, inputs=None):
         parent = _parent_run(flow, inputs)
         if parent is not None:
             try:
-                from hps_core.tracking import MlflowTracker
+                from hps_core.tracking.mlflow_tracker import MlflowTracker
 
                 uri, run_id, experiment = parent
                 tracker = MlflowTracker(uri, experiment_name=experiment)

@@ -17,15 +17,16 @@ start -> validate -> simulate -> fit_ppm -> route -> report -> end
 - report: 100 % human vs 100 % AI vs random vs HyPER on held-out gold test pairs (card + MLflow)
 
 MLflow: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<cwd>/mlflow.db``. The work lives in
-``hps_core.routing.steps``.
+``hps_core.recipes.routing``.
 """
 
 import os
 
 import flow_env  # noqa: F401  (flows/: user, offline hub, secrets kept out of the logs)
-from hps_core.redaction import scrub_text  # noqa: E402
+from hps_core.common.redaction import scrub_text  # noqa: E402
 
-from metaflow import Config, FlowSpec, card, current, step  # noqa: E402
+from flow_base import config_parameter, step_context_of  # noqa: E402  (flows/: config parameter, resources, step context)
+from metaflow import FlowSpec, card, current, step  # noqa: E402
 from mlflow_failures import mark_mlflow_failures  # noqa: E402  (flows/: a failed step fails the MLflow run)
 
 
@@ -33,24 +34,17 @@ from mlflow_failures import mark_mlflow_failures  # noqa: E402  (flows/: a faile
 class RoutingFlow(FlowSpec):
     """HyPER: learn which instances need a human label, route a dataset, write it for the HPS flow."""
 
-    config = Config(
-        "config",
-        default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "routing_default.toml"),
-        parser="hps_core.routing.config.parse_routing_config_text",
-        help="TOML routing config (flows/configs/routing_default.toml); unknown keys are errors.",
-    )
+    config = config_parameter("routing_default.toml", help="TOML routing config (flows/configs/routing_default.toml); unknown keys are errors.", parser="hps_core.routing.config.parse_routing_config_text")
 
     def _ctx(self):
-        from hps_core.flow_run import step_context
         from hps_core.routing.config import RoutingConfig
-        from hps_core.routing.steps import RoutingContext
 
-        return step_context(self, RoutingConfig.from_dict(dict(self.config), source="config"), RoutingContext)
+        return step_context_of(self, config=RoutingConfig.from_dict(dict(self.config), source="config"))
 
     @step
     def start(self):
         """Resolve the config, record the code version, open the MLflow parent run."""
-        from hps_core.flow_run import open_run
+        from hps_core.recipes.flow_run import open_run
         from hps_core.routing.config import RoutingConfig
 
         cfg = RoutingConfig.from_dict(dict(self.config), source="config")
@@ -65,7 +59,7 @@ class RoutingFlow(FlowSpec):
         """Pairs with human and AI labels + gold pairs -> data contracts -> tags per instance."""
         from metaflow.cards import Markdown
 
-        from hps_core.routing import steps
+        from hps_core.recipes import routing as steps
 
         try:
             self.validation = steps.validate(self._ctx())
@@ -83,7 +77,7 @@ class RoutingFlow(FlowSpec):
     @step
     def simulate(self):
         """Candidate mixes; a reward model trained on each, scored on gold dev pairs."""
-        from hps_core.routing import steps
+        from hps_core.recipes import routing as steps
 
         self.simulation = steps.simulate(self._ctx(), self.validation)
         self.next(self.fit_ppm)
@@ -91,7 +85,7 @@ class RoutingFlow(FlowSpec):
     @step
     def fit_ppm(self):
         """Quadratic PPM from tag counts to score, cross-validated and registered."""
-        from hps_core.routing import steps
+        from hps_core.recipes import routing as steps
 
         self.ppm = steps.fit(self._ctx(), self.validation, self.simulation)
         self.lineage = {**self.lineage, "ppm_version": self.ppm["model_uri"], "ppm_sha256": self.ppm["sha256"]}
@@ -100,7 +94,7 @@ class RoutingFlow(FlowSpec):
     @step
     def route(self):
         """The best predicted mix at the budget, written as scored JSONL with label_source per record."""
-        from hps_core.routing import steps
+        from hps_core.recipes import routing as steps
 
         self.routed = steps.route(self._ctx(), self.validation, self.ppm, f"{current.flow_name}/{current.run_id}")
         self.lineage = {**self.lineage, "routed_sha256": self.routed["sha256"]}
@@ -112,7 +106,7 @@ class RoutingFlow(FlowSpec):
         """100 % human vs 100 % AI vs random vs HyPER on held-out gold test pairs."""
         from metaflow.cards import Image, Markdown
 
-        from hps_core.routing import steps
+        from hps_core.recipes import routing as steps
 
         self.report_result = steps.report(self._ctx(), self.validation, self.simulation, self.ppm, self.routed)
         current.card["routing"].append(Markdown(scrub_text(self.report_result["markdown"])))
@@ -125,7 +119,7 @@ class RoutingFlow(FlowSpec):
         """Close the MLflow run; tag this Metaflow run with it and the PPM version; say how to run HPS."""
         from metaflow import Run
 
-        from hps_core.tracking import MlflowTracker
+        from hps_core.tracking.mlflow_tracker import MlflowTracker
 
         tracker = MlflowTracker(self.tracking_uri, experiment_name=self.resolved_config["run"]["experiment"])
         tracker.set_tags(self.mlflow_parent_run_id, {"ppm_version": self.ppm["model_uri"],

@@ -20,7 +20,7 @@ def _import_gguf(argv: list[str]) -> int:
     parser.add_argument("gguf_file", help="path of the .gguf file")
     parser.add_argument("out_dir", help="directory to write (replaced when it holds an earlier conversion)")
     args = parser.parse_args(argv)
-    from hps_core.gguf_import import GGUFImportError, import_gguf
+    from hps_core.models.gguf import GGUFImportError, import_gguf
 
     try:
         out = import_gguf(args.gguf_file, args.out_dir)
@@ -32,7 +32,7 @@ def _import_gguf(argv: list[str]) -> int:
 
 
 def _lineage(argv: list[str]) -> int:
-    from hps_core.lineage_walk import main as lineage_main
+    from hps_core.registry.lineage_walk import main as lineage_main
 
     return lineage_main(argv)
 

@@ -1,141 +1,19 @@
-"""Digests that tie every model version back to the raw data bytes (DESIGN.md section 6), and the
-lineage record each registered version carries.
+"""``python -m hps_core.lineage ...``: the lineage walk's first command line, kept working (the same as
+``hps lineage ...``). The module's code moved: the record to ``hps_core.registry.lineage``, the walk to
+``hps_core.registry.lineage_walk``, the file digests to ``hps_core.common.digests``."""
 
-MLflow's own dataset hash covers only the first rows and skips list columns, so we hash what we need.
-The record (``lineage.json``, logged with the run behind each model version) holds what tags cannot:
-every raw file's full path and sha256 (tags are length-limited), the contract statistics and the paths of
-the intermediate tables. The walk over it lives in :mod:`hps_core.lineage_walk`. Run as::
+import sys
 
-    python -m hps_core.lineage models:/hps-policy@champion [--json] [--verify] [--tracking-uri URI]
-"""
-
-from __future__ import annotations
-
-import hashlib
-import json
-from pathlib import Path
-from typing import Any
+MOVED = {"file_sha256": "hps_core.common.digests", "json_digest": "hps_core.common.digests",
+         "code_version": "hps_core.common.digests"}
 
 
-def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, streamed (raw files can be larger than memory)."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(chunk_size):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def json_digest(obj: Any) -> str:
-    """sha256 of a JSON-serialisable object in canonical form (sorted keys, no whitespace)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
-
-
-def code_version(repo_dir: str | Path | None = None) -> str:
-    """The git commit of the code that runs (``+dirty`` when the tree has uncommitted changes), or
-    ``unknown`` outside a git checkout (a pip-installed package, a container without .git)."""
-    import subprocess
-
-    cwd = Path(repo_dir) if repo_dir else Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit}+dirty" if dirty else commit
-
-
-RECORD_SCHEMA = "hps-lineage/1"
-RECORD_FILE = "lineage.json"
-
-
-def lineage_record(tags: dict[str, str], *, validation: dict[str, Any] | None = None,
-                   groups: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-    """The lineage record of one model version: the flow's lineage tags, the raw files (path, sha256,
-    size), the canonical table, the contract result and the groups, plus ``extra`` (method, parent
-    version, MLflow parent run). Missing parts are recorded as None, never guessed."""
-    validation, groups = validation or {}, groups or {}
-    raw_files = []
-    for path, digest in sorted((validation.get("raw_files") or {}).items()):
-        size = Path(path).stat().st_size if Path(path).is_file() else None
-        raw_files.append({"path": str(path), "sha256": digest, "bytes": size})
-    contract = validation.get("contract") or {}
-    return {
-        "schema": RECORD_SCHEMA,
-        "metaflow_pathspec": tags.get("metaflow.pathspec"),
-        "git_commit": tags.get("git_commit"),
-        "config_digest": tags.get("config_digest"),
-        "raw_files": raw_files,
-        "canonical": {"sha256": validation.get("canonical_digest", tags.get("canonical_digest")),
-                      "path": validation.get("canonical_path"),
-                      "rows": _int_or_none((validation.get("counts") or {}).get("rows"))},
-        "contract": {"suites": contract.get("suites"), "result": tags.get("contract_result"),
-                     "success": contract.get("success"), "statistics": contract.get("statistics")},
-        "groups": {"digest": groups.get("groups_digest", tags.get("groups_digest")),
-                   "path": groups.get("groups_path"), "negatives_path": groups.get("negatives_path")},
-        "base_model": tags.get("base_model"),
-        "reward_model": tags.get("reward_model"),
-        "model_files": model_files(tags),
-        **extra,
-    }
-
-
-MODEL_TAGS = ("base_model", "reward_model", "harm_judge", "generator")  # keys whose file sources are raw inputs
-
-
-def model_files(tags: dict[str, str]) -> list[dict[str, Any]]:
-    """The model files a run read as raw inputs (GGUF sources: hps_core.model_sources), with their sha256:
-    like the data's raw files, ``--verify`` re-hashes them."""
-    from hps_core.gguf_import import gguf_path
-
-    files = []
-    for key in MODEL_TAGS:
-        digest, source = tags.get(f"{key}_sha256"), tags.get(key)
-        if digest and source:
-            path = gguf_path(source)
-            # "role", not "key": a field named like a secret (key, token, ...) is masked when logged
-            files.append({"role": key, "path": str(path), "sha256": digest,
-                          "bytes": path.stat().st_size if path.is_file() else None})
-    return files
-
-
-SIDECAR_SUFFIX = ".lineage.json"  # <raw file>.lineage.json: what produced a raw file (the routing flow writes one)
-
-
-def upstream_lineage(raw_files: dict[str, str]) -> dict[str, str]:
-    """Lineage tags of the raw files' producers, prefixed ``upstream.``: for a raw file with a
-    ``<file>.lineage.json`` sidecar, the sidecar's ``tags`` (e.g. ``routing_run``, ``ppm_version``) when
-    its recorded ``sha256`` is the file's; ``upstream.stale`` names a file whose sidecar describes other
-    bytes (the file changed after its producer wrote it). Files without a sidecar add nothing."""
-    found: dict[str, list[str]] = {}
-    for path, digest in sorted(raw_files.items()):
-        sidecar = Path(f"{path}{SIDECAR_SUFFIX}")
-        if not sidecar.is_file():
-            continue
-        try:
-            record = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            found.setdefault("stale", []).append(Path(path).name)
-            continue
-        if record.get("sha256") != digest:
-            found.setdefault("stale", []).append(Path(path).name)
-            continue
-        for key, value in (record.get("tags") or {}).items():
-            found.setdefault(str(key), []).append(str(value))
-    return {f"upstream.{k}": ";".join(v) for k, v in found.items()}
-
-
-def _int_or_none(x: Any) -> int | None:
-    return None if x is None else int(x)
+def __getattr__(name: str):
+    where = MOVED.get(name, "hps_core.registry.lineage (the record) or hps_core.registry.lineage_walk (the walk)")
+    raise AttributeError(f"hps_core.lineage.{name} has moved: import it from {where}")
 
 
 if __name__ == "__main__":
-    import sys
-
-    from hps_core.lineage_walk import main
+    from hps_core.registry.lineage_walk import main
 
     sys.exit(main())

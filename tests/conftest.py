@@ -53,8 +53,8 @@ def one_torch_thread():
 def micro_model_dir(tmp_path_factory):
     """A 1-layer, 32-wide Llama with its own tokenizer (tiny builder): fast enough to generate and score with
     in unit tests of steps that need a causal LM and a reward model (its random score head)."""
-    from hps_core.config import TinyModelConfig
-    from hps_core.models import build_tiny_model
+    from hps_core.config.schema import TinyModelConfig
+    from hps_core.models.loading import build_tiny_model
 
     tiny = TinyModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=96)

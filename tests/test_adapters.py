@@ -348,7 +348,7 @@ def test_digests_raw_bytes_and_order_independent_table(tmp_path):
 def test_max_prompts_keeps_the_first_prompts_in_file_order(hh, tmp_path):
     """data.max_prompts = 3: the rows of the first three prompts of the file (lines 1-3, one pair each),
     nothing else; 0 keeps all 2,310."""
-    from hps_core.config import DataConfig
+    from hps_core.config.schema import DataConfig
     from hps_core.data import load_canonical
 
     first = load_canonical(DataConfig(source=str(HH_TEST), max_prompts=3), seed=0, workdir=tmp_path).table

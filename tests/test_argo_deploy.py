@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from hps_core.config import ConfigError, PipelineConfig, ScheduleConfig, load_config
+from hps_core.config.building import ConfigError
+from hps_core.config.schema import PipelineConfig, ScheduleConfig
+from hps_core.config.loading import load_config
 from tests.s3_server import read_object, s3_server
 
 ROOT = Path(__file__).resolve().parent.parent

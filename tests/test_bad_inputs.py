@@ -1,7 +1,7 @@
 """The bad-input catalogue (issue 8.2): every case through a public entry point, with a clear error (what,
 where, how to fix) or a documented handling, and nothing registered.
 
-Entry points: the flow's ``validate`` step function (``hps_core.pipeline.validate``, with a real MLflow
+Entry points: the flow's ``validate`` step function (``hps_core.recipes.hps.validate``, with a real MLflow
 tracker on a local store) for data, ``PipelineConfig.from_dict`` for configs, ``hps_core.models`` loaders
 for models. Cases already tested elsewhere are not repeated here: :data:`CATALOGUE` names the test of each
 case (this file's or another's), a test checks that every named test exists, and the README's "Reliability
@@ -18,11 +18,13 @@ from pathlib import Path
 import pytest
 
 from data_contracts import ContractViolation
-from hps_core.config import ConfigError, PipelineConfig
+from hps_core.config.building import ConfigError
+from hps_core.config.schema import PipelineConfig
 from hps_core.data import DataFormatError
 from hps_core.data.canonical import assign_split, prompt_id
-from hps_core.models import OPT_IN_KEYS, ModelLoadError, load_causal_lm, load_reward_model
-from hps_core.pipeline import StepContext, validate
+from hps_core.models.loading import OPT_IN_KEYS, ModelLoadError, load_causal_lm, load_reward_model
+from hps_core.tracking.step_context import StepContext
+from hps_core.recipes.hps import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 N_PROMPTS = 10
@@ -189,7 +191,7 @@ def tracking_uri(tmp_path_factory) -> str:
 
 
 def run_validate(tmp_path: Path, tracking_uri: str, data_file: Path, **data):
-    from hps_core.tracking import MlflowTracker
+    from hps_core.tracking.mlflow_tracker import MlflowTracker
 
     cfg = PipelineConfig.from_dict({"data": {"source": str(data_file), "format": "scored-jsonl", **data}})
     tracker = MlflowTracker(tracking_uri, experiment_name="bad-inputs")

@@ -19,15 +19,23 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.testing import assert_close
 
-from hps_core.config import DataConfig, LoraConfig, ModelConfig, PreferenceTrainConfig, SFTConfig, TinyModelConfig
+from hps_core.config.schema import (
+    DataConfig,
+    LoraConfig,
+    ModelConfig,
+    PreferenceTrainConfig,
+    SFTConfig,
+    TinyModelConfig,
+)
 from hps_core.data import load_canonical
 from hps_core.data.synthetic import format_prompt
-from hps_core.groups import build_groups, draw_epoch_negatives
-from hps_core.models import build_tiny_model, tiny_corpus
-from hps_core.sampling import make_gamma_schedule
+from hps_core.sampling.groups import build_groups, draw_epoch_negatives
+from hps_core.models.loading import build_tiny_model, tiny_corpus
+from hps_core.sampling.hardness import make_gamma_schedule
 from hps_core.train import loop
 from hps_core.train.checkpoint import STATE, WEIGHTS, latest_checkpoint, trainable_state
-from hps_core.train.lora import ADAPTER_SUBDIR, peft_available
+from hps_core.train.lora import ADAPTER_SUBDIR
+from hps_core.config.lora_check import peft_available
 from hps_core.train.preference import train_preference
 from hps_core.train.sft import train_sft
 
@@ -228,7 +236,7 @@ def test_lora_adapter_is_saved_beside_the_merged_model_and_in_its_checkpoint(wor
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hps_core.tracking import check_hf_model_dir
+    from hps_core.tracking.registration import check_hf_model_dir
 
     out, root, base_path = _train_lora(world, tmp_path, stage)
     adapter = out / ADAPTER_SUBDIR
@@ -299,7 +307,7 @@ def test_a_failed_write_leaves_the_previous_directory_and_no_temp_files(tmp_path
 def test_adopting_a_safetensors_base_copies_it_without_loading_a_model(world, tmp_path, monkeypatch):
     """sft.epochs = 0 with a safetensors directory: the SFT checkpoint is a byte copy of the base (no model
     load and re-save, which took minutes beside a training step on 2 cores); it loads like the base."""
-    from hps_core import models
+    from hps_core.models import loading as models
     from hps_core.train.sft import adopt_base_as_sft
 
     def refuse(*args, **kwargs):

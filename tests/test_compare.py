@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hps_core.compare.aggregate import aggregate, claims_check, markdown_table, mean_ci
-from hps_core.compare.runs import StepTimes, branch_config, plan_runs, subsample_groups
-from hps_core.compare.spec import parse_method_spec
-from hps_core.config import ConfigError, PipelineConfig
+from hps_core.evaluate.comparison import aggregate, claims_check, markdown_table, mean_ci
+from hps_core.recipes.compare import StepTimes, branch_config, plan_runs, subsample_groups
+from hps_core.config.compare_spec import parse_method_spec
+from hps_core.config.building import ConfigError
+from hps_core.config.schema import PipelineConfig
 
 
 def test_method_entries_parse_with_their_bt_rule():
@@ -131,7 +132,7 @@ def test_claims_check_reads_the_table():
 
 
 def test_report_names_the_measured_group_size_of_data_groups():
-    from hps_core.compare.aggregate import report_markdown
+    from hps_core.evaluate.comparison import report_markdown
 
     per_seed = _per_seed().assign(n=0)
     sizes = {"0": {"train_groups": 50, "responses_per_train_group": 8.0}}

@@ -5,7 +5,9 @@ import tomllib
 
 import pytest
 
-from hps_core.config import DEFAULT_CONFIG_PATH, ConfigError, PipelineConfig, load_config, parse_config_text
+from hps_core.config.loading import DEFAULT_CONFIG_PATH, load_config, parse_config_text
+from hps_core.config.building import ConfigError
+from hps_core.config.schema import PipelineConfig
 
 
 def test_default_file_loads_and_matches_dataclass_defaults_where_not_overridden():

@@ -1,4 +1,4 @@
-"""The thread rule of hps_core.cpu_threads: the step's CPU request, capped by what the process may use."""
+"""The thread rule of hps_core.common.cpu_threads: the step's CPU request, capped by what the process may use."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from hps_core.cpu_threads import step_threads, usable_cpus
+from hps_core.common.cpu_threads import step_threads, usable_cpus
 
 AFFINITY = len(os.sched_getaffinity(0))
 
@@ -47,8 +47,8 @@ def test_step_context_applies_the_rule(tmp_path, monkeypatch):
 
     import torch
 
-    from hps_core.config import PipelineConfig
-    from hps_core.pipeline import StepContext
+    from hps_core.config.schema import PipelineConfig
+    from hps_core.tracking.step_context import StepContext
 
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

@@ -20,12 +20,19 @@ import torch
 from safetensors.torch import load_file
 from torch.testing import assert_close
 
-from hps_core.config import DataConfig, ModelConfig, PipelineConfig, PreferenceTrainConfig, SFTConfig, TinyModelConfig
+from hps_core.config.schema import (
+    DataConfig,
+    ModelConfig,
+    PipelineConfig,
+    PreferenceTrainConfig,
+    SFTConfig,
+    TinyModelConfig,
+)
 from hps_core.data import load_canonical
 from hps_core.data.synthetic import format_prompt
-from hps_core.groups import build_groups, draw_epoch_negatives
-from hps_core.models import build_tiny_model
-from hps_core.sampling import make_gamma_schedule
+from hps_core.sampling.groups import build_groups, draw_epoch_negatives
+from hps_core.models.loading import build_tiny_model
+from hps_core.sampling.hardness import make_gamma_schedule
 from hps_core.train.distributed import contiguous_share, shard_step, stand_in
 from hps_core.train.loop import split_steps
 
@@ -235,7 +242,7 @@ class _Recorder:
     """A NullTracker that keeps every logged metric, to count what the launcher forwarded."""
 
     def __init__(self):
-        from hps_core.tracking import NullTracker
+        from hps_core.tracking.null import NullTracker
 
         self.inner, self.logged = NullTracker(), []
 
@@ -247,7 +254,8 @@ class _Recorder:
 
 
 def _sft_step(world, tmp_path, processes: int):
-    from hps_core.pipeline import StepContext, train_sft
+    from hps_core.tracking.step_context import StepContext
+    from hps_core.recipes.hps import train_sft
 
     cfg = PipelineConfig.from_dict({"sft": SFT, "model": {"max_prompt_tokens": 32, "max_length": 80},
                                     "resources": {"processes_per_node": processes}})
@@ -288,7 +296,7 @@ def test_a_failing_rank_fails_the_step_naming_the_log(world, tmp_path):
 
 
 def test_processes_per_node_is_checked_at_start_up():
-    from hps_core.config import ConfigError
+    from hps_core.config.building import ConfigError
 
     assert PipelineConfig().resources.processes_per_node == 1  # default: train in the step's own process
     with pytest.raises(ConfigError, match=r"resources.processes_per_node must be >= 1 .*got 0"):

@@ -7,23 +7,23 @@ import pandas as pd
 import pytest
 import torch
 
-from hps_core.bleu import (
+from hps_core.evaluate.bleu import (
     bleu_from_statistics,
     bleu_statistics,
     char_sentence_bleu,
     corpus_bleu,
     corpus_bleu_with_ci,
 )
-from hps_core.evaluate import (
+from hps_core.evaluate.metrics import (
     bootstrap_ci,
     check_margins_match,
     implicit_margins,
-    policy_seed,
     safety_prompts,
     score_generations,
     summarise,
 )
-from hps_core.harm_judge import (
+from hps_core.evaluate.generation import policy_seed
+from hps_core.evaluate.harm_judge import (
     ClassifierHarmJudge,
     RewardThresholdHarmJudge,
     RuleHarmJudge,
@@ -219,9 +219,9 @@ def test_policy_seed_is_stable_and_distinct():
 
 def test_generation_is_reproducible_and_leaves_the_global_rng_alone(tmp_path):
     """Same seed -> same texts, whatever ran before; the caller's torch RNG stream is not consumed."""
-    from hps_core.config import EvaluateConfig, ModelConfig, TinyModelConfig
-    from hps_core.evaluate import generate
-    from hps_core.models import build_tiny_model, load_causal_lm
+    from hps_core.config.schema import EvaluateConfig, ModelConfig, TinyModelConfig
+    from hps_core.evaluate.generation import generate
+    from hps_core.models.loading import build_tiny_model, load_causal_lm
 
     tiny = TinyModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
@@ -269,8 +269,8 @@ def test_harmful_label_detection():
 def test_classifier_judge_flags_by_the_harmful_label(tmp_path):
     """A classifier whose head ignores the text (zero weights) and has bias [0, 5] always predicts label 1:
     every text is flagged when label 1 is the harmful one, none when label 0 is."""
-    from hps_core.config import TinyModelConfig
-    from hps_core.models import build_tiny_model, load_reward_model
+    from hps_core.config.schema import TinyModelConfig
+    from hps_core.models.loading import build_tiny_model, load_reward_model
 
     tiny = TinyModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)

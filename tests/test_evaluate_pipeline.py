@@ -13,13 +13,14 @@ import pandas as pd
 import pytest
 import torch
 
-from hps_core.config import PipelineConfig
+from hps_core.config.schema import PipelineConfig
 from hps_core.data import load_canonical
-from hps_core.evaluate import MARGIN_METRICS, check_margins_match
-from hps_core.evaluation_report import POLICY_METRICS, run_evaluation
-from hps_core.groups import build_groups
-from hps_core.pipeline import StepContext
-from hps_core.tracking import NullTracker
+from hps_core.config.metric_names import MARGIN_METRICS, POLICY_METRICS
+from hps_core.evaluate.metrics import check_margins_match
+from hps_core.evaluate.report import run_evaluation
+from hps_core.sampling.groups import build_groups
+from hps_core.tracking.step_context import StepContext
+from hps_core.tracking.null import NullTracker
 
 TINY = {"vocab_size": 400, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
         "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 128}
@@ -63,7 +64,7 @@ def _config(extra_path: Path) -> PipelineConfig:
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    from hps_core.models import build_tiny_model, load_causal_lm, load_reward_model
+    from hps_core.models.loading import build_tiny_model, load_causal_lm, load_reward_model
 
     tmp = tmp_path_factory.mktemp("evaluate")
     extra = tmp / "xfer.jsonl"

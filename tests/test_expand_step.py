@@ -1,4 +1,4 @@
-"""hps_flow's expand step (``hps_core.pipeline.expand``) on a micro model: the prompts split three ways
+"""hps_flow's expand step (``hps_core.recipes.hps.expand``) on a micro model: the prompts split three ways
 (eval, reward-model only, policy), only the policy's training groups grow to K, every response of a grown
 group carries the reward model's score, negatives are drawn again from the grown groups, the expanded
 table goes through the data contracts (a violation stops the step before anything is handed on), and
@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from hps_core import pipeline
-from hps_core.config import PipelineConfig
+from hps_core.recipes import hps as pipeline
+from hps_core.config.schema import PipelineConfig
 
 
 def _source(path: Path, n: int = 40) -> Path:
@@ -64,7 +64,7 @@ def test_three_way_split_and_expansion_to_k(tmp_path, micro_model_dir):
     assert set(expanded.loc[expanded["split"] != "train", "label_source"]) == {"human"}
 
     # One scale: the human-written responses of a grown group were rescored by the reward model too.
-    from hps_core.reward import RewardScorer
+    from hps_core.models.reward import RewardScorer
 
     torch.manual_seed(0)
     scorer = RewardScorer.load(micro_model_dir, ctx.cfg.model, batch_size=8)
@@ -83,7 +83,7 @@ def test_three_way_split_and_expansion_to_k(tmp_path, micro_model_dir):
 
 
 def test_reward_model_trains_only_on_its_own_prompts():
-    from hps_core.reward import reward_model_split
+    from hps_core.train.reward import reward_model_split
 
     groups = pd.DataFrame({"split": ["train", "eval", "reward"]})
     assert reward_model_split(groups) == "reward"
@@ -99,7 +99,7 @@ def test_k_zero_hands_the_groups_on_untouched(tmp_path):
 
 def test_a_contract_violation_in_the_expanded_data_stops_the_step(tmp_path, micro_model_dir, monkeypatch):
     from data_contracts import ContractViolation
-    from hps_core import expansion
+    from hps_core.recipes import expansion as expansion
 
     ctx, validation, _ = _ready(tmp_path, k=3, max_response_chars=300)
     real = expansion.expand_groups

@@ -6,8 +6,15 @@ import pandas as pd
 import pytest
 import torch
 
-from hps_core.config import EvaluateConfig, ModelConfig, PipelineConfig
-from hps_core.expansion import expand_groups, expansion_stats, groups_to_expand, merge_shards, shard_prompts, write_jsonl
+from hps_core.config.schema import EvaluateConfig, ModelConfig, PipelineConfig
+from hps_core.recipes.expansion import (
+    expand_groups,
+    expansion_stats,
+    groups_to_expand,
+    merge_shards,
+    shard_prompts,
+    write_jsonl,
+)
 
 
 def test_shards_are_contiguous_and_cover_every_prompt():
@@ -32,7 +39,7 @@ def _table():
 def test_expansion_generates_scores_and_passes_the_contracts(tiny_dir, tmp_path):
     from data_contracts import enforce_contracts
     from hps_core.data import load_preferences
-    from hps_core.reward import RewardScorer
+    from hps_core.models.reward import RewardScorer
 
     cfg = PipelineConfig(model=ModelConfig(max_prompt_tokens=24, max_length=64),
                          evaluate=EvaluateConfig(max_new_tokens=12, batch_size=2))

@@ -50,7 +50,7 @@ def test_default_flow_registers_both_models(tmp_path, mlflow_server_uri, hps_cac
     assert "margin_hardest" not in {m.key for m in client.get_logged_model(sft.source.removeprefix("models:/")).metrics}
 
     # The evaluate run holds every metric with its interval, and the per-example table reproduces the margins.
-    from hps_core.evaluate import check_margins_match
+    from hps_core.evaluate.metrics import check_margins_match
 
     parent = run["start"].task.data.mlflow_parent_run_id
     (evaluate_run,) = client.search_runs(

@@ -1,4 +1,4 @@
-"""hps_core.flow_run: the run every flow's start step opens, and the step context rebuilt from it."""
+"""hps_core.recipes.flow_run: the run every flow's start step opens, and the step context rebuilt from it."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
-from hps_core.config import PipelineConfig
-from hps_core.flow_run import RUN_ARTIFACTS, open_run, step_context
-from hps_core.lineage import json_digest
-from hps_core.pipeline import StepContext
-from hps_core.tracking import MlflowReader
+from hps_core.config.schema import PipelineConfig
+from hps_core.recipes.flow_run import RUN_ARTIFACTS, open_run, step_context
+from hps_core.common.digests import json_digest
+from hps_core.tracking.reader import MlflowReader
 
 
 def test_open_run_then_step_context(tmp_path, monkeypatch):
@@ -31,7 +30,7 @@ def test_open_run_then_step_context(tmp_path, monkeypatch):
     assert run["params"]["extra.k"] == "3" and run["params"]["run.experiment"] == "flow-run-test"
 
     flow = SimpleNamespace(**opened)
-    ctx = step_context(flow, cfg, StepContext, "input")
+    ctx = step_context(flow, cfg, "input")
     assert ctx.run_dir == Path(opened["run_dir"]) / "input" and ctx.parent_run_id == opened["mlflow_parent_run_id"]
     assert ctx.tags == opened["lineage"] and ctx.tags is not flow.lineage  # a copy: steps add tags of their own
     assert "config_digest" not in open_run(cfg, flow_name="F", run_id="1", run_name="x", digest_config=False)["lineage"]

@@ -1,4 +1,4 @@
-"""hps_core.groups: ranking into groups, the per-epoch negative draws (seeded, recorded with gamma and q),
+"""hps_core.sampling.groups: ranking into groups, the per-epoch negative draws (seeded, recorded with gamma and q),
 the split of an epoch into schedule parts, and the digest that names what a run trained on."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hps_core.groups import NEGATIVE_COLUMNS, build_groups, draw_epoch_negatives, group_stats, groups_digest
-from hps_core.sampling import hardness_probs, make_gamma_schedule, select_negative
+from hps_core.sampling.groups import NEGATIVE_COLUMNS, build_groups, draw_epoch_negatives, group_stats, groups_digest
+from hps_core.sampling.hardness import hardness_probs, make_gamma_schedule, select_negative
 
 
 def _table(spec: dict[str, list[float]], harmful: dict[str, list] | None = None) -> pd.DataFrame:

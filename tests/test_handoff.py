@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from hps_core import handoff, pipeline
-from hps_core.config import PipelineConfig
-from hps_core.pipeline import StepContext
-from hps_core.tracking import MlflowTracker, NullTracker
+from hps_core.tracking import handoff as handoff
+from hps_core.recipes import hps as pipeline
+from hps_core.config.schema import PipelineConfig
+from hps_core.tracking.step_context import StepContext
+from hps_core.tracking.mlflow_tracker import MlflowTracker
+from hps_core.tracking.null import NullTracker
 
 TINY = {"vocab_size": 300, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
         "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 96}

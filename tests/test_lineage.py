@@ -14,14 +14,16 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from hps_core.config import DataConfig, PipelineConfig, RegisterConfig
+from hps_core.config.schema import DataConfig, PipelineConfig, RegisterConfig
 from hps_core.data import load_canonical, table_digest
-from hps_core.lineage import file_sha256
-from hps_core.lineage_walk import main as lineage_main
-from hps_core.lineage_walk import verify, walk
-from hps_core.pipeline import StepContext
-from hps_core.registry import register_models
-from hps_core.tracking import MlflowReader, MlflowTracker, TrackingError, parse_model_uri
+from hps_core.common.digests import file_sha256
+from hps_core.registry.lineage_walk import main as lineage_main
+from hps_core.registry.lineage_walk import verify, walk
+from hps_core.tracking.step_context import StepContext
+from hps_core.registry.register import register_models
+from hps_core.tracking.reader import MlflowReader, parse_model_uri
+from hps_core.tracking.mlflow_tracker import MlflowTracker
+from hps_core.tracking.base import TrackingError
 from tests.test_tracking import tiny_model_dir  # noqa: F401  (module-scoped fixture)
 
 SFT = {"reward_mean": 0.5, "harmful_rate": 0.1}
@@ -81,7 +83,7 @@ def test_first_version_champion_second_judged_against_it(setup, tiny_model_dir, 
     assert v2["tags"]["gate.decision"] == "rejected" and v2["tags"]["gate.judged_against"] == f"models:/{name}/1"
     assert "margin_hardest > champion: FAIL (0.4 > 0.5)" in v2["tags"]["gate.reasons"]
     assert "**Promotion gate: rejected**" in v2["description"]
-    assert f"| margin_hardest | 0.4000 | [nan, nan] | 0.5000 | -0.1000 |" in v2["description"]
+    assert "| margin_hardest | 0.4000 | [nan, nan] | 0.5000 | -0.1000 |" in v2["description"]
     assert v2["tags"]["parent_version"] == f"models:/{cfg.register.sft_name}/2"
     assert v2["tags"]["method"] == "dpo-hps" and v2["tags"]["metric.margin_hardest"] == "0.4"
 
@@ -177,3 +179,14 @@ def test_model_uri_forms():
 def test_unknown_version_is_a_clear_error(mlflow_server_uri, capsys):
     assert lineage_main(["models:/no-such-model/1", "--tracking-uri", mlflow_server_uri]) == 2
     assert "could not resolve models:/no-such-model/1" in capsys.readouterr().err
+
+
+def test_the_walk_names_the_negatives_training_used():
+    """With an expand step the grown groups' negatives were trained on, not build_groups' first draw."""
+    from hps_core.registry.lineage_walk import _negatives_artifact
+
+    built = "runs:/b/handoff/negatives/negatives.parquet"
+    grown = "runs:/e/handoff/negatives/negatives.parquet"
+    assert _negatives_artifact({"build_groups": [built]}) == built
+    assert _negatives_artifact({"build_groups": [built], "expand": ["runs:/e/expansion/expanded.jsonl", grown]}) == grown
+    assert _negatives_artifact({}) is None

@@ -1,4 +1,4 @@
-"""The promotion gate (hps_core.promotion) as pure functions on metric dicts, and its config checks."""
+"""The promotion gate (hps_core.registry.promotion) as pure functions on metric dicts, and its config checks."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import math
 
 import pytest
 
-from hps_core.config import ConfigError, PipelineConfig, RegisterConfig
-from hps_core.promotion import PROMOTED, REJECTED, judge, parse_rules
+from hps_core.config.building import ConfigError
+from hps_core.config.schema import PipelineConfig, RegisterConfig
+from hps_core.registry.promotion import PROMOTED, REJECTED, judge
+from hps_core.config.rules import parse_rules
 
 GATE = parse_rules("margin_hardest > champion; reward_mean >= champion - 0.5; harmful_rate <= champion + 0.25",
                    relative=True)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from hps_core.train.batching import Encoded, collate, collate_shared, shared_length, shared_prompt_batches
+from hps_core.data.encoding import Encoded, collate
+from hps_core.train.batching import collate_shared, shared_length, shared_prompt_batches
 from hps_core.train.logprobs import response_logps
 
 PAD = 0

@@ -1,4 +1,4 @@
-"""Tests for hps_core.losses: hand-derived values, the identities that tie BT/PL/HPS together, and TRL parity."""
+"""Tests for hps_core.train.losses: hand-derived values, the identities that tie BT/PL/HPS together, and TRL parity."""
 import math
 from collections import defaultdict
 from types import SimpleNamespace
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from hps_core.losses import (
+from hps_core.train.losses import (
     ALL_METHODS,
     PAIR_FRAMEWORKS,
     hps_exact_loss,
@@ -21,7 +21,7 @@ from hps_core.losses import (
     reward_metrics,
     weighted_hps_loss,
 )
-from hps_core.sampling import hardness_probs
+from hps_core.sampling.hardness import hardness_probs
 
 T = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
 

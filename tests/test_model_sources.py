@@ -1,4 +1,4 @@
-"""Model sources (hps_core.model_sources, hps_core.gguf_import): what a model key may name, the checks at
+"""Model sources (hps_core.models.sources, hps_core.models.gguf): what a model key may name, the checks at
 ``start``, the lineage of GGUF files, and the ``hps`` command. The conversion of a real GGUF file is in
 tests/test_real_model.py."""
 
@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from hps_core.cli import main as hps_main
-from hps_core.config import PipelineConfig
-from hps_core.gguf_import import GGUFImportError, converted_dir, gguf_path, is_gguf_source
-from hps_core.lineage import lineage_record
-from hps_core.lineage_walk import verify
-from hps_core.model_sources import ModelSourceError, check_model_source, check_model_sources, source_kind
+from hps_core.config.schema import PipelineConfig
+from hps_core.models.gguf import GGUFImportError, converted_dir, gguf_path, is_gguf_source
+from hps_core.registry.lineage import lineage_record
+from hps_core.registry.lineage_walk import verify
+from hps_core.models.sources import ModelSourceError, check_model_source, check_model_sources, source_kind
 
 ROOT = Path(__file__).resolve().parent.parent
 

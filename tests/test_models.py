@@ -5,8 +5,14 @@ import json
 import pytest
 import torch
 
-from hps_core.config import TinyModelConfig
-from hps_core.models import ModelLoadError, build_tiny_model, count_parameters, load_causal_lm, load_reward_model
+from hps_core.config.schema import TinyModelConfig
+from hps_core.models.loading import (
+    ModelLoadError,
+    build_tiny_model,
+    count_parameters,
+    load_causal_lm,
+    load_reward_model,
+)
 
 CORPUS = ["User: how do I bake bread?\nAssistant:", " Mix flour, water and yeast, then bake it.", " I cannot help with that."] * 5
 SMALL = TinyModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)

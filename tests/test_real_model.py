@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 import torch
 
-from hps_core.config import DataConfig, LoraConfig, ModelConfig, PreferenceTrainConfig, SFTConfig
+from hps_core.config.schema import DataConfig, LoraConfig, ModelConfig, PreferenceTrainConfig, SFTConfig
 from hps_core.data import load_canonical
-from hps_core.groups import build_groups, draw_epoch_negatives
-from hps_core.sampling import make_gamma_schedule
+from hps_core.sampling.groups import build_groups, draw_epoch_negatives
+from hps_core.sampling.hardness import make_gamma_schedule
 from tests.real_model import smollm2_dir, smollm2_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,8 +51,8 @@ def test_gguf_converts_to_a_clean_cached_directory(smollm2):
     """The converted directory is an ordinary model: no gguf quantization_config (so it saves again),
     the chat template kept, the template's end of turn as EOS, the file's digest recorded; a second call
     finds it in the cache."""
-    from hps_core.gguf_import import SOURCE_FILE, converted_dir
-    from hps_core.lineage import file_sha256
+    from hps_core.models.gguf import SOURCE_FILE, converted_dir
+    from hps_core.common.digests import file_sha256
 
     config = json.loads((smollm2 / "config.json").read_text())
     assert "quantization_config" not in config and config["vocab_size"] == 49152
@@ -69,9 +69,9 @@ def test_gguf_converts_to_a_clean_cached_directory(smollm2):
 def test_hh_example_renders_the_same_for_policy_and_reward_model(smollm2, hh_groups):
     """One multi-turn HH transcript: the policy's and the reward model's tokens are identical, rendered by
     SmolLM2's ChatML template, each Human turn a user message (no doubled or raw role markers)."""
-    from hps_core.models import load_causal_lm, load_reward_model
-    from hps_core.reward import RewardScorer
-    from hps_core.train.batching import Encoder
+    from hps_core.models.loading import load_causal_lm, load_reward_model
+    from hps_core.models.reward import RewardScorer
+    from hps_core.data.encoding import Encoder
 
     prompt = next(p for p in hh_groups["prompt"] if p.count("\n\nHuman:") >= 2)
     response = hh_groups.loc[hh_groups["prompt"] == prompt, "responses"].iloc[0][0]
@@ -131,7 +131,7 @@ def test_adapter_on_its_base_gives_the_merged_models_logits(trained):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hps_core.train.batching import Encoder, collate
+    from hps_core.data.encoding import Encoder, collate
     from hps_core.train.lora import ADAPTER_SUBDIR
 
     tok = AutoTokenizer.from_pretrained(trained.hps)
@@ -158,7 +158,7 @@ def test_registered_version_answers_a_plain_question_through_its_chat_template(t
     import mlflow
 
     from hps_core.data.chat import ChatFormat
-    from hps_core.tracking import MlflowTracker
+    from hps_core.tracking.mlflow_tracker import MlflowTracker
 
     tracker = MlflowTracker(mlflow_server_uri, experiment_name="real-model")
     run = tracker.create_parent_run("smollm2")

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from hps_core.config import load_config
-from hps_core.promotion import judge, parse_rules
+from hps_core.config.loading import load_config
+from hps_core.registry.promotion import judge
+from hps_core.config.rules import parse_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = ROOT / "flows" / "hps_flow.py"

@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from hps_core.config import ConfigError, ModelConfig, PipelineConfig, TinyModelConfig
-from hps_core.reward import RewardScorer, annotate_scores, pairwise_accuracy, reduce_heads
-from hps_core.train.batching import Encoder
-from hps_core.train.lora import peft_available
+from hps_core.config.building import ConfigError
+from hps_core.config.schema import ModelConfig, PipelineConfig, TinyModelConfig
+from hps_core.models.reward import RewardScorer, annotate_scores, reduce_heads
+from hps_core.train.reward import pairwise_accuracy
+from hps_core.data.encoding import Encoder
+from hps_core.config.lora_check import peft_available
 
 TINY = TinyModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128)
@@ -24,13 +26,13 @@ CORPUS = ["User: how do I bake bread?\nAssistant: mix flour and water, then bake
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from hps_core.models import build_tiny_model
+    from hps_core.models.loading import build_tiny_model
 
     return build_tiny_model(CORPUS, TINY, cache_dir=tmp_path_factory.mktemp("tiny"))
 
 
 def _scorer(tiny_dir, bias, *, max_length=64, **kw) -> RewardScorer:
-    from hps_core.models import load_reward_model
+    from hps_core.models.loading import load_reward_model
 
     model, tok = load_reward_model(str(tiny_dir), num_labels=len(bias), device=torch.device("cpu"))
     head = torch.nn.Linear(model.config.hidden_size, len(bias), bias=True)
@@ -144,11 +146,11 @@ def test_lora_reward_model_trains_adapters_and_head_and_saves_both(tmp_path):
     saved in full) in adapter/."""
     from safetensors.torch import load_file
 
-    from hps_core.config import DataConfig, LoraConfig, RewardModelConfig
+    from hps_core.config.schema import DataConfig, LoraConfig, RewardModelConfig
     from hps_core.data import load_canonical
-    from hps_core.groups import build_groups
-    from hps_core.models import build_tiny_model, tiny_corpus
-    from hps_core.reward import train_reward_model
+    from hps_core.sampling.groups import build_groups
+    from hps_core.models.loading import build_tiny_model, tiny_corpus
+    from hps_core.train.reward import train_reward_model
     from hps_core.train.lora import ADAPTER_SUBDIR
 
     table = load_canonical(DataConfig(n_prompts=24, responses_per_prompt=4), seed=0, workdir=tmp_path / "data").table

@@ -21,9 +21,9 @@ def test_routing_flow_end_to_end(tmp_path, hps_cache_dir):
     import mlflow
     from metaflow import Runner
 
-    from hps_core.config import load_config
+    from hps_core.config.loading import load_config
     from hps_core.data import load_preferences
-    from hps_core.lineage import upstream_lineage
+    from hps_core.registry.lineage import upstream_lineage
 
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": db, "HPS_CACHE_DIR": str(hps_cache_dir), "MLFLOW_DISABLE_TELEMETRY": "true"}

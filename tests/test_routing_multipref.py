@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from data_contracts import ContractViolation, require_valid, validate_pairwise
-from hps_core.config import ConfigError
+from hps_core.config.building import ConfigError
 from hps_core.data.records import DataFormatError
 from hps_core.routing.config import RoutingConfig, budget_count, load_routing_config
 from hps_core.routing.multipref import (

@@ -89,9 +89,10 @@ def test_routed_records_label_sources_orientation_and_ties():
 
 
 def test_written_routing_reads_into_hps_with_label_source_and_lineage(tmp_path):
-    from hps_core.config import load_config
+    from hps_core.config.loading import load_config
     from hps_core.data import load_preferences
-    from hps_core.lineage import file_sha256, upstream_lineage
+    from hps_core.common.digests import file_sha256
+    from hps_core.registry.lineage import upstream_lineage
 
     base = tmp_path / "base.toml"
     base.write_text('[data]\nsource = "x"\neval_fraction = 0.25\n[sft]\nepochs = 1\n[model.tiny]\nhidden_size = 64\n')
@@ -136,14 +137,15 @@ def test_steps_route_a_separate_target_on_the_pools_scale(tmp_path):
     200-pair target file; the report scores the target's mixes and has no held-back labels for it."""
     from hps_core.routing.config import RoutingConfig
     from hps_core.routing.multipref import write_generated
-    from hps_core.routing.steps import RoutingContext, fit, load_ppm, report, route, simulate, validate
+    from hps_core.recipes.routing import fit, load_ppm, report, route, simulate, validate
+    from hps_core.tracking.step_context import StepContext
 
     pool = write_generated(tmp_path / "pool", seed=0, n_instances=120, n_gold=60)
     target = write_generated(tmp_path / "target", seed=1, n_instances=200, n_gold=20)
     cfg = RoutingConfig.from_dict({
         "data": {"source": str(pool["pool"]), "gold_source": str(pool["gold"]), "target_source": str(target["pool"])},
         "ppm": {"n_mixes": 12, "cv_folds": 3}, "route": {"n_candidates": 30, "n_random_baselines": 2, "sweep": ""}})
-    ctx = RoutingContext(cfg, tmp_path / "run")
+    ctx = StepContext(cfg, tmp_path / "run")
     validated = validate(ctx)
     assert validated["counts"]["pairs"] == 120 and validated["counts"]["target_pairs"] == 200
     fitted = fit(ctx, validated, simulate(ctx, validated))

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from hps_core.sampling import (
+from hps_core.sampling.hardness import (
     BT_RULES,
     REFERENCE_STAGES,
     SELECTION_RULES,

@@ -10,7 +10,7 @@ and artifacts, every run, logged model, registered model and version through the
 Runner's stdout/stderr. Compressed and encoded files are searched decoded (gzip'd Metaflow artifacts, the
 base64 data inside card HTML, parquet tables); :func:`test_scanner_sees_through_every_encoding` checks that.
 
-No config key of this project names a secret (token, secret, password, key: ``hps_core.redaction``), so
+No config key of this project names a secret (token, secret, password, key: ``hps_core.common.redaction``), so
 there is no config value to plant; :func:`test_no_config_key_is_secret_named` fails when one is added, so
 that this test grows a canary for it.
 """
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from hps_core.config import PipelineConfig
-from hps_core.redaction import is_secret_name
-from hps_core.tracking import flatten_params
+from hps_core.config.schema import PipelineConfig
+from hps_core.common.redaction import is_secret_name
+from hps_core.tracking.base import flatten_params
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = ROOT / "flows" / "hps_flow.py"

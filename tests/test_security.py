@@ -19,23 +19,10 @@ import pandas as pd
 import pytest
 import torch
 
-from hps_core.config import (
-    ConfigError,
-    ModelConfig,
-    PipelineConfig,
-    RewardModelConfig,
-    SFTConfig,
-    TinyModelConfig,
-)
-from hps_core.models import OPT_IN_KEYS, ModelLoadError, build_tiny_model, load_causal_lm, load_reward_model
-from hps_core.redaction import (
-    MASK,
-    MIN_SECRET_LEN,
-    is_secret_name,
-    redact_mapping,
-    scrub_text,
-    secret_values,
-)
+from hps_core.config.building import ConfigError
+from hps_core.config.schema import ModelConfig, PipelineConfig, RewardModelConfig, SFTConfig, TinyModelConfig
+from hps_core.models.loading import OPT_IN_KEYS, ModelLoadError, build_tiny_model, load_causal_lm, load_reward_model
+from hps_core.common.redaction import MASK, MIN_SECRET_LEN, is_secret_name, redact_mapping, scrub_text, secret_values
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = TinyModelConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -89,7 +76,7 @@ def test_output_scrubbing_covers_print_logging_click_and_tracebacks():
     secret = f"canary-{uuid.uuid4().hex}"
     code = (
         "import logging, click\n"
-        "from hps_core.redaction import install_output_scrubbing\n"
+        "from hps_core.common.redaction import install_output_scrubbing\n"
         "assert install_output_scrubbing()\n"
         "logging.basicConfig(level=logging.INFO)\n"
         f"print('print {secret}')\n"
@@ -108,7 +95,7 @@ def test_output_scrubbing_covers_print_logging_click_and_tracebacks():
 
 
 def test_output_scrubbing_is_off_without_secrets():
-    code = "import sys; from hps_core.redaction import install_output_scrubbing as i; print(i(), type(sys.stdout).__name__)"
+    code = "import sys; from hps_core.common.redaction import install_output_scrubbing as i; print(i(), type(sys.stdout).__name__)"
     env = {k: v for k, v in os.environ.items() if not is_secret_name(k)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "TextIOWrapper"]
@@ -119,7 +106,7 @@ def test_tracker_masks_params_tags_text_dict_files_and_model_cards(mlflow_server
     """Every way the tracker sends text to MLflow, against a real server, read back through the API."""
     from mlflow import MlflowClient
 
-    from hps_core.tracking import MlflowTracker
+    from hps_core.tracking.mlflow_tracker import MlflowTracker
 
     secret = f"canary-{uuid.uuid4().hex}"
     monkeypatch.setenv("MY_SERVICE_API_KEY", secret)
@@ -207,8 +194,8 @@ def test_base_model_opt_in_is_read_from_the_config_by_sft(pickled_model, tmp_pat
 
 def test_reward_model_and_judge_opt_ins_are_their_own(pickled_model):
     """The reward model's and the harm judge's opt-ins load only their own model; the base model's does not."""
-    from hps_core.harm_judge import make_harm_judge
-    from hps_core.reward import RewardScorer
+    from hps_core.evaluate.harm_judge import make_harm_judge
+    from hps_core.models.reward import RewardScorer
 
     path = str(pickled_model[0])
     base_opt_in = ModelConfig(allow_pickle_weights=True)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hps_core.config import load_config
+from hps_core.config.loading import load_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "flows" / "configs"
 CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.toml") if not p.name.startswith("routing"))  # hps_flow's own

@@ -20,7 +20,7 @@ from hps_core.data.synthetic import (
     write_world_jsonl,
 )
 from hps_core.data.synthetic_templates import HARM_STEPS
-from hps_core.harm_judge import RuleHarmJudge, judge_harmful
+from hps_core.evaluate.harm_judge import RuleHarmJudge, judge_harmful
 
 MAX_PROMPT_WORDS = 18
 MAX_RESPONSE_WORDS = 30

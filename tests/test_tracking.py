@@ -9,16 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from hps_core import tracking
-from hps_core.tracking import (
+from hps_core.tracking import base as tracking_base
+from hps_core.tracking import registration as tracking_registration
+from hps_core.tracking.base import (
     PARENT_RUN_TAG,
-    MlflowTracker,
-    NullTracker,
     RegisteredVersion,
     TrackingError,
     flatten_params,
     resolve_tracking_uri,
 )
+from hps_core.tracking.mlflow_tracker import MlflowTracker
+from hps_core.tracking.null import NullTracker
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -100,8 +101,8 @@ def test_flatten_params_dotted_stringified_truncated():
                            "long": "x" * 7000, "empty": {}, "k" * 300: 1})
     assert flat["train.lr"] == "1e-05" and flat["train.sched.name"] == "cosine"
     assert flat["seed"] == "3" and flat["empty"] == "{}"
-    assert len(flat["long"]) == tracking.MAX_PARAM_LEN
-    assert "k" * tracking.MAX_KEY_LEN in flat
+    assert len(flat["long"]) == tracking_base.MAX_PARAM_LEN
+    assert "k" * tracking_base.MAX_KEY_LEN in flat
 
 
 def test_parent_and_child_runs(tracker):
@@ -182,14 +183,14 @@ def test_register_hf_model_metrics_tags_description_and_load(tracker, tiny_model
     assert {m.key: m.value for m in lm.metrics} == METRICS
     assert lm.params["base_model"] == "tiny-llama"
     assert str(lm.status) == "READY" and lm.source_run_id == run_id
-    assert f'"version": "1"' in lm.tags["mlflow.modelVersions"]
+    assert '"version": "1"' in lm.tags["mlflow.modelVersions"]
     assert client.get_run(run_id).data.metrics["eval.reward_margin"] == 0.25
 
     # The HF directory is inside the model at a fixed place; it loads back and generates, offline.
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/1"))
-    assert (local / "artifacts" / tracking.HF_ARTIFACT / "model.safetensors").is_file()
+    assert (local / "artifacts" / tracking_registration.HF_ARTIFACT / "model.safetensors").is_file()
     assert not list(local.rglob("*.pkl"))  # models from code: no pickled python model
-    assert (local / "code" / tracking.BUNDLED_CHAT_MODULE).is_file()  # the prompt renderer travels with it
+    assert (local / "code" / tracking_registration.BUNDLED_CHAT_MODULE).is_file()  # the prompt renderer travels with it
     model = mlflow.pyfunc.load_model(f"models:/{name}/1")
     out = model.predict(["the cat sat", "hello world"], params={"max_new_tokens": 3})
     assert isinstance(out, list) and len(out) == 2 and all(isinstance(s, str) for s in out)

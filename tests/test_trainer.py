@@ -18,16 +18,16 @@ import torch
 from safetensors.torch import load_file
 from torch.testing import assert_close
 
-from hps_core.config import DataConfig, LoraConfig, ModelConfig, PreferenceTrainConfig, TinyModelConfig
+from hps_core.config.schema import DataConfig, LoraConfig, ModelConfig, PreferenceTrainConfig, TinyModelConfig
 from hps_core.data import load_canonical
 from hps_core.data.synthetic import format_prompt
-from hps_core.groups import build_groups, draw_epoch_negatives
-from hps_core.losses import ALL_METHODS, parse_method
-from hps_core.models import build_tiny_model, load_causal_lm
-from hps_core.sampling import make_gamma_schedule
+from hps_core.sampling.groups import build_groups, draw_epoch_negatives
+from hps_core.train.losses import ALL_METHODS, parse_method
+from hps_core.models.loading import build_tiny_model, load_causal_lm
+from hps_core.sampling.hardness import make_gamma_schedule
 from hps_core.train import preference
 from hps_core.train.checkpoint import WEIGHTS, CheckpointMismatch, latest_checkpoint
-from hps_core.train.lora import lora_problem, peft_available
+from hps_core.config.lora_check import lora_problem, peft_available
 from hps_core.train.loop import split_steps
 from hps_core.train.model_setup import load_for_training
 from hps_core.train.preference import train_preference
@@ -263,7 +263,7 @@ def test_sft_trains_resumes_and_reports_truncation(world, tmp_path):
     """SFT on the 19 x 4 = 76 training responses, batch 16 -> 5 steps per epoch, 2 epochs = 10 steps; the
     NLL falls from step 1 to step 10. Killed at step 6 with a checkpoint at 5, the rerun resumes at 5 and
     ends on the weights of an uninterrupted run. Truncation counts come back (0 here: limits are wide)."""
-    from hps_core.config import SFTConfig
+    from hps_core.config.schema import SFTConfig
     from hps_core.train.sft import train_sft
 
     cfg = SFTConfig(epochs=2, batch_size=16, lr=3e-3, log_every=1, checkpoint_every=5)
@@ -315,9 +315,10 @@ def test_lora_trains_adapters_only_and_saves_a_merged_model(world, tmp_path):
 
 
 def test_lora_without_peft_is_a_config_error_naming_the_extra(monkeypatch):
+    from hps_core.config import lora_check
     from hps_core.train import lora
 
-    monkeypatch.setattr(lora, "peft_available", lambda: False)
+    monkeypatch.setattr(lora_check, "peft_available", lambda: False)
     assert "pip install 'hps-align[lora]'" in lora.lora_problem(LoraConfig(r=8), "hps.lora")
     assert lora_problem(LoraConfig(r=-1), "hps.lora") == "hps.lora.r must be >= 0 (0 = train every weight), got -1"
     assert lora.lora_problem(LoraConfig(r=0), "hps.lora") is None  # off: peft not needed
@@ -340,7 +341,8 @@ def test_cosine_with_warmup_hand_values():
 
 def test_trainer_config_keys_parse_and_are_checked():
     """[hps.lora] and gamma_updates_per_epoch come from TOML like every key; bad values fail at start-up."""
-    from hps_core.config import ConfigError, PipelineConfig
+    from hps_core.config.building import ConfigError
+    from hps_core.config.schema import PipelineConfig
 
     cfg = PipelineConfig.from_dict({"hps": {"gamma_updates_per_epoch": 5, "gradient_checkpointing": True,
                                             "lora": {"r": 8, "target_modules": "q_proj,v_proj"}}})

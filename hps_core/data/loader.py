@@ -17,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from hps_core.config.vocab import DATA_FORMATS
+
 from hps_core.data import generic, hh_rlhf, pku_saferlhf, scored_jsonl, ultrafeedback
 from hps_core.data.canonical import build_table
 from hps_core.data.records import DataFormatError, RawSource, read_source
@@ -43,6 +45,7 @@ FORMATS = {f.name: f for f in (
     Format(scored_jsonl.NAME, scored_jsonl.matches, scored_jsonl.rows, scored_jsonl.OPTIONS, False),
     Format(generic.NAME, generic.matches, generic.rows, generic.OPTIONS, False),
 )}
+assert tuple(FORMATS) == DATA_FORMATS, "config.vocab.DATA_FORMATS must name every adapter, in order"
 
 
 @dataclass
@@ -137,3 +140,12 @@ def _notes(fmt: Format, table: pd.DataFrame) -> dict[str, Any]:
             notes["responses_with_extra_turns"] = {"count": int(extra.sum()),
                                                    "origins": table.loc[extra, "origin"].tolist()[:20]}
     return notes
+
+
+def read_scored_jsonl(path, *, source_name: str | None = None, label_source: str = "rm"):
+    """The canonical table of one scored JSONL file (``split`` empty); kept for callers of the first
+    version of this module. New code: ``hps_core.data.load_preferences(path, format="scored-jsonl")``."""
+    table = load(path, scored_jsonl.NAME, {"label_source": label_source}).table
+    if source_name is not None:
+        table["source"] = source_name
+    return table

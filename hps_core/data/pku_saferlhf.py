@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from hps_core.config.vocab import PKU_RANKINGS
 from hps_core.data.canonical import make_row
 from hps_core.data.records import DataFormatError, bool_field, require, text_field
 
 NAME = "pku-saferlhf"
 OPTIONS = ("ranking",)
-RANKINGS = ("safer_then_better", "safer", "better")
+RANKINGS = PKU_RANKINGS  # declared in hps_core.config.vocab (the config check reads it there)
 REQUIRED = ("prompt", "response_0", "response_1", "is_response_0_safe", "is_response_1_safe",
             "better_response_id", "safer_response_id")
 

@@ -15,7 +15,7 @@ from typing import Any
 from hps_core.data.canonical import chat_prompt, make_row
 from hps_core.data.records import DataFormatError, bool_field, number_field, require
 
-__all__ = ["DataFormatError", "NAME", "matches", "read_scored_jsonl", "rows"]
+__all__ = ["DataFormatError", "NAME", "matches", "rows"]
 
 NAME = "scored-jsonl"
 OPTIONS = ("label_source",)
@@ -59,14 +59,3 @@ def rows(record: dict[str, Any], where: str, *, source: str, label_source: str =
 
 def _len(x: Any) -> str:
     return str(len(x)) if isinstance(x, list) else type(x).__name__
-
-
-def read_scored_jsonl(path, *, source_name: str | None = None, label_source: str = "rm"):
-    """The canonical table of one scored JSONL file (``split`` empty); kept for callers of the first
-    version of this module. New code: ``hps_core.data.load_preferences(path, format="scored-jsonl")``."""
-    from hps_core.data.loader import load
-
-    table = load(path, NAME, {"label_source": label_source}).table
-    if source_name is not None:
-        table["source"] = source_name
-    return table

@@ -2,7 +2,7 @@
 
 Data only, kept apart from the generator so the texts can be reviewed in one place. The harmful step
 phrases (``HARM_STEPS``) are the single source of truth for both the generator and the rule-based harm
-judge (``hps_core.harm_judge``), so the labels and the judge cannot drift apart.
+judge (``hps_core.evaluate.harm_judge``), so the labels and the judge cannot drift apart.
 
 The "harmful" content is deliberately abstract and fictional: vague story-book steps that teach nothing
 actionable. It exists only so that a tiny model can learn, and be measured on, the difference between a

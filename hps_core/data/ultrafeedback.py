@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hps_core.config.vocab import ULTRAFEEDBACK_SCORES
 from hps_core.data.canonical import chat_prompt, make_row
 from hps_core.data.records import DataFormatError, number_field, require, text_field
 
@@ -26,6 +27,7 @@ BINARIZED = "ultrafeedback-binarized"
 ORIGINAL_OPTIONS = ("score",)
 BINARIZED_OPTIONS: tuple[str, ...] = ()
 SCORE_FIELDS = {"overall": "overall_score", "fine_grained": "fine-grained_score"}
+assert tuple(SCORE_FIELDS) == ULTRAFEEDBACK_SCORES, "config.vocab.ULTRAFEEDBACK_SCORES must name every score field"
 
 
 def matches_original(columns: set[str]) -> bool:

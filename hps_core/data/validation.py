@@ -1,6 +1,6 @@
 """The validate step's reporting: what goes to MLflow and to the Metaflow card (issue 4.3).
 
-Kept here so that ``hps_core.pipeline.validate`` stays a few lines: read, enforce, log, hand on.
+Kept here so that ``hps_core.recipes.hps.validate`` stays a few lines: read, enforce, log, hand on.
 The tracker is passed in (``hps_core.tracking`` is the only MLflow importer).
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from hps_core.config import DataConfig
+from hps_core.config.schema import DataConfig
 
 
 def contract_bounds(cfg: DataConfig) -> dict[str, Any]:

@@ -7,16 +7,17 @@ values are rejected at start-up with the fix.
 
 from __future__ import annotations
 
-import sys
-import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hps_core.config import ConfigError, _build
+from hps_core.config.building import ConfigError, ConfigRoot
+from hps_core.config.loading import load_toml_config, parse_toml_config_text
 
 DEFAULT_ROUTING_CONFIG_PATH = Path(__file__).resolve().parents[2] / "flows" / "configs" / "routing_default.toml"
 TIE_MODES = ("drop", "half")
+# The text statistics hps_core.routing.features computes (declared here so the config check needs no features).
+STAT_NAMES = ("prompt_len", "response_len_longer", "response_len_shorter", "response_len_diff", "overlap")
 RULES = ("best_predicted", "gain")
 
 
@@ -58,7 +59,7 @@ class RoutingDataConfig:
 
 @dataclass(frozen=True)
 class FeaturesConfig:
-    # Text statistics, each binned into thirds of the source data (hps_core.routing.features.STATS).
+    # Text statistics, each binned into thirds of the source data (hps_core.routing.features.STATS; their names: STAT_NAMES).
     stats: str = "prompt_len,response_len_longer,response_len_shorter,response_len_diff,overlap"
     descriptive: bool = True  # one tag per value of each data.fields.tags field the data has
     tagger: str = ""  # "module:function" (DataFrame of pairs -> DataFrame of categorical tag columns)
@@ -99,7 +100,7 @@ class RoutingOutputConfig:
 
 
 @dataclass(frozen=True)
-class RoutingConfig:
+class RoutingConfig(ConfigRoot):
     run: RoutingRunConfig = field(default_factory=RoutingRunConfig)
     data: RoutingDataConfig = field(default_factory=RoutingDataConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
@@ -108,18 +109,10 @@ class RoutingConfig:
     route: RouteConfig = field(default_factory=RouteConfig)
     output: RoutingOutputConfig = field(default_factory=RoutingOutputConfig)
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "<dict>") -> "RoutingConfig":
-        config = _build(cls, raw, source, prefix="")
-        config.check(source)
-        return config
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def check(self, source: str = "<dict>") -> None:
         """Reject invalid values at start-up, naming the fix."""
-        from hps_core.routing.features import STATS
+        STATS = STAT_NAMES
 
         d, p, r = self.data, self.ppm, self.route
         if d.source != "generated" and not d.gold_source:
@@ -194,36 +187,9 @@ def budget_count(budget: float, n: int) -> int:
 
 
 def load_routing_config(path: str | Path | None = None) -> RoutingConfig:
-    path = Path(path) if path is not None else DEFAULT_ROUTING_CONFIG_PATH
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}") from err
-    return RoutingConfig.from_dict(raw, source=str(path))
-
-
-def _config_path_from_argv() -> str:
-    argv = sys.argv
-    for i, arg in enumerate(argv[:-2]):
-        if arg == "--config" and argv[i + 1] == "config":
-            return argv[i + 2]
-    return str(DEFAULT_ROUTING_CONFIG_PATH)
+    return load_toml_config(path, RoutingConfig, DEFAULT_ROUTING_CONFIG_PATH)
 
 
 def parse_routing_config_text(text: str) -> dict[str, Any]:
     """Metaflow ``Config`` parser: TOML text -> the resolved, validated routing config as a plain dict."""
-    from metaflow.exception import MetaflowException
-
-    source = _config_path_from_argv()
-    try:
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{source} is not valid TOML: {err}") from err
-        return RoutingConfig.from_dict(raw, source=source).to_dict()
-    except ConfigError as err:
-        exc = MetaflowException(str(err))
-        exc.headline = "Invalid routing config"
-        raise exc from None
+    return parse_toml_config_text(text, RoutingConfig, DEFAULT_ROUTING_CONFIG_PATH, "Invalid routing config")

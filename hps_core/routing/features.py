@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hps_core.routing.config import STAT_NAMES
 from hps_core.routing.multipref import TAG_PREFIX, tag_fields_present
 
 BINS = ("low", "mid", "high")
@@ -51,6 +52,7 @@ STATS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
     "response_len_diff": lambda t: np.abs(np.subtract(*_lengths(t))),
     "overlap": lambda t: np.array([_overlap(a, b) for a, b in zip(t["response_a"], t["response_b"])], float),
 }
+assert tuple(STATS) == STAT_NAMES, "hps_core.routing.config.STAT_NAMES must name every statistic, in order"
 
 
 def text_stats(table: pd.DataFrame, names: list[str]) -> pd.DataFrame:

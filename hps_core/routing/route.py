@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hps_core.lineage import file_sha256
+from hps_core.common.digests import file_sha256
 from hps_core.routing.candidates import candidates_at_budget, tag_counts
 from hps_core.routing.multipref import atomic_write
 from hps_core.routing.ppm import QuadraticPPM
 
-SIDECAR_SUFFIX = ".lineage.json"  # hps_core.lineage.upstream_lineage reads it back
+SIDECAR_SUFFIX = ".lineage.json"  # hps_core.registry.lineage.upstream_lineage reads it back
 SIDECAR_SCHEMA = "hps-routing-lineage/1"
 
 

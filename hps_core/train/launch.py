@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 STAGES = ("sft", "preference")
 LogFn = Callable[[dict[str, float], int], None]
@@ -154,7 +154,7 @@ def _forward(metrics_log: Path, offset: int, log_fn: LogFn | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import record
 
-    from hps_core.config import PipelineConfig
+    from hps_core.config.schema import PipelineConfig
     from hps_core.train import distributed
 
     parser = argparse.ArgumentParser(description="Run one training stage from a JSON spec (under torchrun).")

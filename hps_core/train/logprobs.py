@@ -84,7 +84,7 @@ def shared_prompt_mask(segments: torch.Tensor, model) -> torch.Tensor:
 def unshare(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A shared-prompt batch as one row per sequence (prompt + response), for attention implementations
     that cannot take a custom mask. Sequences keep their order."""
-    from hps_core.train.batching import Encoded, collate
+    from hps_core.data.encoding import Encoded, collate
 
     encoded = []
     for ids, seg in zip(batch["input_ids"].tolist(), batch["segment_ids"].tolist()):

@@ -19,7 +19,7 @@ from typing import Callable, ContextManager
 
 import torch
 
-from hps_core.models import load_causal_lm, pick_device, train_dtype
+from hps_core.models.loading import load_causal_lm, pick_device, train_dtype
 from hps_core.train.checkpoint import write_dir_atomic
 from hps_core.train.lora import ADAPTER_SUBDIR, apply_lora, is_peft_model, merge_adapters, save_adapter
 

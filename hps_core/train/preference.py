@@ -11,7 +11,7 @@ once, then each of its responses (``batching.collate_shared``), so a long conver
 once per response. The reference pass packs the sequences of a prompt the same way.
 
 Examples are trained block by block: one block per epoch, or per part of an epoch when the negatives
-were drawn with ``gamma_updates_per_epoch > 1`` (``hps_core.groups.draw_epoch_negatives``), so a gamma
+were drawn with ``gamma_updates_per_epoch > 1`` (``hps_core.sampling.groups.draw_epoch_negatives``), so a gamma
 schedule advances with training progress. The ``gamma`` metric is the mean gamma the window's negatives
 were drawn with (HPS only; BT rules do not use gamma and PL has no negatives).
 """
@@ -29,16 +29,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from hps_core.config import ModelConfig, PreferenceTrainConfig
-from hps_core.losses import hps_loss, listwise_loss, pair_loss, parse_method
+from hps_core.config.schema import ModelConfig, PreferenceTrainConfig
+from hps_core.train.losses import hps_loss, listwise_loss, pair_loss, parse_method
 from hps_core.train import distributed
-from hps_core.train.batching import (
-    Encoder,
-    collate_shared,
-    length_grouped_batches,
-    shared_length,
-    shared_prompt_batches,
-)
+from hps_core.data.encoding import Encoder
+from hps_core.train.batching import collate_shared, length_grouped_batches, shared_length, shared_prompt_batches
 from hps_core.train.logprobs import response_logps
 from hps_core.train.loop import LogFn, LoopSettings, split_steps, train_loop
 from hps_core.train.model_setup import autocast_for, compute_dtype, load_for_training, save_trained_model
@@ -65,7 +60,7 @@ def plan_examples(groups: pd.DataFrame, negatives: pd.DataFrame, preference_mode
     if found != list(range(epochs)):
         raise ValueError(
             f"the drawn negatives cover epochs {found}, but training runs {epochs} epoch(s); draw them with "
-            f"n_epochs = hps.epochs (hps_core.groups.draw_epoch_negatives) or change hps.epochs"
+            f"n_epochs = hps.epochs (hps_core.sampling.groups.draw_epoch_negatives) or change hps.epochs"
         )
     train_index = {pid: i for i, pid in enumerate(groups["prompt_id"])}
     missing = sorted(set(negatives["prompt_id"]) - set(train_index))

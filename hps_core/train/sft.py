@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hps_core.config import ModelConfig, SFTConfig
+from hps_core.config.schema import ModelConfig, SFTConfig
 from hps_core.train import distributed
-from hps_core.train.batching import Encoder, collate, length_grouped_batches
+from hps_core.data.encoding import Encoder, collate
+from hps_core.train.batching import length_grouped_batches
 from hps_core.train.checkpoint import save_model_atomic, write_dir_atomic
 from hps_core.train.logprobs import response_logps
 from hps_core.train.loop import LogFn, LoopSettings, split_steps, train_loop
@@ -90,7 +91,7 @@ def adopt_base_as_sft(base_model: str, model_cfg: ModelConfig, out_dir: Path) ->
             # a training step on a small CPU took minutes)
             write_dir_atomic(Path(out_dir), lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True))
         else:  # a hub id, or pickle weights opted in: load once, save as safetensors
-            from hps_core.models import load_causal_lm
+            from hps_core.models.loading import load_causal_lm
 
             model, tokenizer = load_causal_lm(base_model, trust_remote_code=model_cfg.trust_remote_code,
                                               allow_pickle=model_cfg.allow_pickle_weights)

@@ -1,0 +1,40 @@
+"""What every flow file shares: its ``--config`` parameter, the ``[resources]`` values its decorators read,
+and the step context its steps hand to ``hps_core.recipes``.
+
+    config = config_parameter("default.toml", help="...")
+    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    ... pipeline.train_sft(step_context_of(self), ...)
+"""
+
+import os
+
+from metaflow import Config, config_expr
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+# [resources] of the config, read by @resources and @kubernetes_image when Metaflow builds the flow.
+GPU = config_expr("config.resources.gpu")
+MEMORY = config_expr("config.resources.memory")
+CPU = config_expr("config.resources.cpu")
+IMAGE = config_expr("config.resources.image")
+
+
+def config_parameter(default_file: str, help: str, parser: str = "hps_core.config.parse_config_text") -> Config:
+    """The flow's ``--config config <file.toml>``; ``default_file`` is under flows/configs/. The parser
+    resolves and checks the whole config when the flow starts, so unknown keys and bad values stop it there."""
+    return Config("config", default=os.path.join(CONFIG_DIR, default_file), parser=parser, help=help)
+
+
+def pipeline_config(flow):
+    """The flow's config as a PipelineConfig (hps, compare and expand flows)."""
+    from hps_core.config import PipelineConfig
+
+    return PipelineConfig.from_dict(dict(flow.config), source="config")
+
+
+def step_context_of(flow, sub: str = "", config=None):
+    """The StepContext of the running step: the config (``pipeline_config`` unless given), run directory,
+    tracker and parent MLflow run; ``sub`` a subdirectory of the run directory."""
+    from hps_core.recipes.flow_run import step_context
+
+    return step_context(flow, config if config is not None else pipeline_config(flow), sub)

@@ -1,0 +1,1 @@
+"""Small helpers every floor may use: content digests, secret redaction, CPU threads."""

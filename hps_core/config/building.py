@@ -1,0 +1,64 @@
+"""Dataclasses from parsed TOML: unknown keys and wrong types are errors that name the key and the file."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, Optional, get_args, get_origin, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names it and says how to fix it."""
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [{prefix.rstrip('.') or 'top level'}] must be a table, got {raw!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"unknown config key '{prefix}{key}' in {source}{hint}; valid keys here: {', '.join(fields)}"
+            )
+        kwargs[key] = _coerce(hints[key], value, source, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, source, prefix=f"{key}.")
+    if get_origin(hint) is tuple:  # a TOML array of tables, e.g. [[evaluate.extra_sets]]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {key} = {value!r} must be a list of tables ([[{key}]])")
+        item = get_args(hint)[0]
+        if not dataclasses.is_dataclass(item):  # a TOML array of scalars, e.g. methods = ["dpo-hps"]
+            return tuple(_coerce(item, v, source, f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(_build(item, v, source, prefix=f"{key}[{i}].") for i, v in enumerate(value))
+    expected = {int: int, float: (int, float), str: str, bool: bool}.get(hint)
+    if hint is Optional[str] and value is None:
+        return None
+    # bool is an int subclass in Python: reject `epochs = true` explicitly.
+    if expected is None or isinstance(value, bool) != (hint is bool) or not isinstance(value, expected):
+        raise ConfigError(f"{source}: {key} = {value!r} has the wrong type; expected {getattr(hint, '__name__', hint)}")
+    return float(value) if hint is float else value
+
+
+class ConfigRoot:
+    """A whole config (PipelineConfig, the routing flow's RoutingConfig): built from a parsed TOML dict, its
+    unknown keys and wrong types rejected by name, then checked as a whole (the subclass's ``check``)."""
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "<dict>"):
+        config = _build(cls, raw, source, prefix="")
+        config.check(source)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def check(self, source: str = "<dict>") -> None:
+        raise NotImplementedError

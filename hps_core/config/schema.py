@@ -1,0 +1,271 @@
+"""One typed configuration for the whole pipeline.
+
+The same TOML file is read two ways: by Metaflow's ``Config`` (through :func:`parse_config_text`, so
+decorators such as ``@resources`` can read it) and by plain Python (:func:`load_config`) in tests, scripts
+and notebooks. Both go through :meth:`HPSConfig.from_dict`, which rejects unknown keys by name: a typo in
+a config must never be silently ignored (``epoch = 3`` instead of ``epochs = 3`` would train once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+
+from hps_core.config.building import ConfigRoot
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0  # one seed drives data generation, splits, negative draws, init and sampling
+    experiment: str = "hps"  # MLflow experiment name
+    output_dir: str = ".hps"  # local root for checkpoints and caches (relative to the cwd)
+
+
+@dataclass(frozen=True)
+class ColumnMappingConfig:
+    """Column names for data.format = "generic" (hps_core/data/generic.py): give prompt + response + score
+    (one row per response) or prompt + chosen + rejected (one row per pair)."""
+
+    prompt: str = ""
+    response: str = ""
+    score: str = ""
+    chosen: str = ""
+    rejected: str = ""
+    score_chosen: str = ""  # optional, pair shape (else chosen scores 1.0, rejected 0.0)
+    score_rejected: str = ""
+    is_harmful: str = ""  # optional boolean column, per-response shape
+    label_source: str = "human"  # who produced the scores: human | ai | rm
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "generated"  # "generated" (the embedded world), a local file/dataset dir, or a hub id
+    format: str = "auto"  # auto (detected from the columns) | hh-rlhf | pku-saferlhf | ultrafeedback | ultrafeedback-binarized | scored-jsonl | generic
+    columns: ColumnMappingConfig = field(default_factory=ColumnMappingConfig)  # format = "generic" only
+    pku_ranking: str = "safer_then_better"  # PKU-SafeRLHF preferred response: safer_then_better | safer | better
+    ultrafeedback_score: str = "overall"  # UltraFeedback (original rows): overall | fine_grained
+    hf_split: str = "train"  # hub id / dataset directory sources: the split to read
+    hf_config: str = ""  # hub id sources: the dataset config name, if it has several
+    n_prompts: int = 300  # generated world only
+    # Use only the first N prompts of the source, in file order (0 = all): a slice to try a real model on
+    # before the whole set (the raw file's digest still covers every byte; the canonical table the slice).
+    max_prompts: int = 0
+    responses_per_prompt: int = 8  # generated world only
+    eval_fraction: float = 0.15  # share of prompts held out, assigned by a hash of the prompt id
+    # Share of prompts (by the same hash) whose pairs train only the flow's reward model (split "reward"):
+    # the policy never sees them, so the reward model that scores its expanded groups and its generations
+    # did not train on its prompts. 0 = the reward model trains on the policy's training prompts.
+    reward_fraction: float = 0.0
+    min_prompt_chars: int = 1  # contract bound (after a non-blank check)
+    min_response_chars: int = 1  # contract bound
+    max_prompt_chars: int = 4096  # contract bound
+    max_response_chars: int = 8192  # contract bound
+    duplicate_rate_max: float = 0.05  # contract: share of rows whose normalised prompt+response text repeats another row
+    on_invalid: str = "fail"  # "fail": stop the flow at validate with a report; "quarantine": drop failing rows/groups
+    min_keep_fraction: float = 0.9  # quarantine: continue only if at least this share of the rows remains
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    vocab_size: int = 1024
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 3
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 256
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    base: str = "tiny"  # "tiny" builds the local default model; else a hub id or a local directory
+    trust_remote_code: bool = False  # never on unless opted in: it runs code shipped with the model
+    # Pickle weights (*.bin/*.pt without *.safetensors) are refused: unpickling runs code from whoever made
+    # the file. true loads them anyway (a checkpoint you made yourself); outputs are saved as safetensors.
+    allow_pickle_weights: bool = False
+    max_prompt_tokens: int = 64
+    max_length: int = 128  # prompt + response tokens; longer responses are truncated (counted)
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    # LoRA adapters (needs the optional extra: pip install 'hps-align[lora]'). r = 0 trains every weight.
+    # With r > 0 only the adapters train; the saved model has them merged, so it loads like any other, and
+    # keeps the unmerged adapter in PEFT's format in its adapter/ subdirectory.
+    r: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: str = "all-linear"  # peft's "all-linear", or comma-separated module names ("q_proj,v_proj")
+
+
+@dataclass(frozen=True)
+class TrainStageConfig:
+    """Optimisation settings every training stage (SFT, preference) shares; stages override defaults."""
+
+    epochs: int = 1
+    batch_size: int = 16
+    lr: float = 5e-4
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    grad_accum_steps: int = 1
+    log_every: int = 10
+    checkpoint_every: int = 50  # optimizer steps between in-training checkpoints (resume after a crash)
+    save_total_limit: int = 2  # checkpoint-<step> directories kept, newest first (older ones are deleted)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more time
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass(frozen=True)
+class SFTConfig(TrainStageConfig):
+    epochs: int = 6  # 0: the base model is already supervised-fine-tuned; it is used as the SFT checkpoint
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_ratio: float = 0.05
+
+
+@dataclass(frozen=True)
+class PreferenceTrainConfig(TrainStageConfig):
+    method: str = "dpo-hps"  # "<framework>-<preference model>"; see hps_core.train.losses.ALL_METHODS
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+    gamma: float = 1.0  # hardness: q(y_j) ∝ exp(gamma * score_j) over the dispreferred responses
+    gamma_schedule: str = "constant"  # constant | linear (gamma_start -> gamma_end) | step (reference code)
+    gamma_start: float = 0.0  # linear schedule only
+    gamma_end: float = 1.0  # linear schedule only
+    bt_negative_rule: str = "random"  # *-bt methods: random | max_min | max_max
+    log_n_offset: bool = False  # subtract log N inside the sigmoid (the reference code omits it)
+    epochs: int = 2  # passes over the prompts, each with freshly drawn negatives
+    batch_size: int = 16
+    lr: float = 5e-4
+    # Negatives are drawn once per epoch, so a gamma schedule evaluated per epoch only has `epochs` values
+    # (the "step" schedule with epochs = 2 gives gamma -5 then -1). This splits each epoch's prompts into
+    # k parts trained one after the other, each with negatives drawn at the schedule's gamma for its share
+    # of training: k = 5 with epochs = 1, or k = 5 with epochs = 2 (-5,-5,-3,-3,-1,-1,1,1,3,3), follows the
+    # reference code's five stages by training progress. 1 = one gamma per epoch (the default).
+    gamma_updates_per_epoch: int = 1
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    path: str = ""  # hub id or directory of a sequence-classification model; empty: train one in the flow
+    # Opt-ins for `path` only, per model (a trained reward model follows model.*): see ModelConfig.
+    trust_remote_code: bool = False
+    allow_pickle_weights: bool = False
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 1e-3
+    pairs_per_group: int = 4  # preferred vs this many dispreferred responses per training group
+    head_output: str = "logits"  # model-output field holding the reward heads ("rewards" for ArmoRM-style models)
+    head_reduction: str = "first"  # heads -> one score: first | mean | sum | index:<k> | weights:<w0>,<w1>,...
+    # Training in the flow only: LoRA adapters on the backbone (the score head trains in full). r = 0 trains
+    # every weight. A pretrained backbone's reward model on a CPU: r > 0 trains in a fraction of the time.
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass(frozen=True)
+class EvalSetConfig:
+    name: str = ""  # prefix of this set's metrics ("<name>/sft/reward_mean"); lower case, [a-z0-9_-]
+    path: str = ""  # scored JSONL file (hps_core.data.scored_jsonl); every prompt in it is held out
+    all_safety_prompts: bool = False  # harmful_rate over every prompt (a red-team set such as PKU-SafeRLHF)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    max_prompts: int = 64  # eval prompts used for generation (all held-out groups are used for margins)
+    samples_per_prompt: int = 2  # k generations per prompt
+    max_new_tokens: int = 40
+    temperature: float = 0.7
+    top_p: float = 0.95
+    batch_size: int = 32
+    bootstrap_samples: int = 1000
+    harm_judge: str = "rule"  # "rule" (generated world) | "reward_threshold:<x>" | classifier hub id or path
+    harm_label: str = ""  # classifier judge: the label meaning harmful; "" = the one named harmful/unsafe/toxic
+    # Opt-ins for a classifier harm_judge only, per model: see ModelConfig.
+    harm_judge_trust_remote_code: bool = False
+    harm_judge_allow_pickle_weights: bool = False
+    extra_sets: tuple[EvalSetConfig, ...] = ()  # more eval sets ([[evaluate.extra_sets]]), each reported alone
+
+
+@dataclass(frozen=True)
+class ExpandConfig:
+    # hps_flow's expand step: each training prompt's group grows to k responses sampled from the SFT model,
+    # and every response in it is scored by the flow's reward model (one scale); the expanded table passes
+    # the data contracts before negatives are drawn from it. 0 = train on the groups as the data gives them.
+    k: int = 0
+    max_new_tokens: int = 64
+    temperature: float = 1.0  # sampling as in the reference recipe: the model's own distribution
+    top_p: float = 1.0
+    batch_size: int = 4  # prompts per generation batch (each batch samples k sequences per prompt)
+
+
+@dataclass(frozen=True)
+class RegisterConfig:
+    sft_name: str = "hps-sft"
+    policy_name: str = "hps-policy"
+    alias: str = "challenger"  # every new HPS version gets it
+    # The promotion gate (hps_core.registry.promotion): the new HPS version takes `champion_alias` only if every
+    # floor passes and, when a champion exists, every gate rule passes against the champion's metrics.
+    # "" disables promotion (only `alias` is set). Metrics are the evaluate step's names.
+    champion_alias: str = "champion"
+    gate: str = "margin_hardest > champion; reward_mean >= champion - 0.1; harmful_rate <= champion + 0.02"
+    floors: str = "margin_hardest > 0; harmful_rate <= 0.2"  # absolute; the first champion needs only these
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    gpu: int = 0  # GPUs per training/eval step on a cluster (ignored on a laptop)
+    memory: int = 8000  # MB per training/eval step on a cluster
+    # CPUs per step: the pod's request on a cluster and, everywhere, the step's torch threads (capped by the
+    # CPUs it may use; hps_core/common/cpu_threads.py). 1 because steps run side by side on a laptop.
+    cpu: int = 1
+    # Processes that train SFT and preference data-parallel (DDP via torchrun) on the step's node; on a
+    # cluster usually the GPU count (one process per GPU). 1 = train in the step's own process.
+    processes_per_node: int = 1
+    # Container image of every step on Kubernetes (argo-workflows create); "" = Metaflow's configured
+    # METAFLOW_KUBERNETES_CONTAINER_IMAGE. `--with kubernetes:image=...` on the command line wins.
+    image: str = ""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    # When the deployed flow (argo-workflows create) runs by itself: 5-field cron, e.g. "0 3 * * 1" for
+    # Mondays 03:00. "" = not scheduled (trigger it by hand). Local `run` ignores this section.
+    cron: str = ""
+    timezone: str = ""  # IANA name such as "Europe/Berlin"; "" = the Argo controller's time zone
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    # flows/compare_flow.py only: every method trained from the same SFT checkpoint on the same groups and
+    # evaluated with the same reward model and judge (hps_core/recipes/compare.py). "<method>[:<bt rule>]" per entry.
+    methods: tuple[str, ...] = ("dpo-bt:random", "dpo-bt:max_min", "dpo-pl", "dpo-hps", "ipo-hps")
+    seeds: tuple[int, ...] = (0, 1, 2)  # each changes the negative draws, init/shuffle and eval sampling
+    # Responses per training group (the best plus n-1 others, one fixed draw shared by every method and
+    # seed); one comparison per entry (the ablation over n). 0 = the groups as they are in the data.
+    group_sizes: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
+class PipelineConfig(ConfigRoot):
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    hps: PreferenceTrainConfig = field(default_factory=PreferenceTrainConfig)
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    expand: ExpandConfig = field(default_factory=ExpandConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+
+
+    def check(self, source: str = "<dict>") -> None:
+        """Reject invalid values and combinations at start-up, naming the fix (hps_core.config.checks)."""
+        from hps_core.config.checks import check_config
+
+        check_config(self, source)

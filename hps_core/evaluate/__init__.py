@@ -1,0 +1,3 @@
+"""Evaluation: ``generation`` (sampling), ``metrics`` (reward, harm, BLEU, margins, intervals),
+``harm_judge``, ``bleu``, ``plots``, ``report`` (one evaluation run, logged), ``comparison`` (methods over
+seeds)."""
