@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 from typing import Any, Optional, get_args, get_origin, get_type_hints
 
 
@@ -62,3 +64,46 @@ class ConfigRoot:
 
     def check(self, source: str = "<dict>") -> None:
         raise NotImplementedError
+
+
+# Numeric settings carry their valid range next to their default (``lr: float = ranged(5e-4, "> 0")``), so
+# a value a later step or library would refuse stops the config parse instead, naming key, value and range.
+_BOUND = re.compile(r"^(?P<op>>=|<=|>|<) (?P<x>-?\d+(?:\.\d+)?)$")
+_INTERVAL = re.compile(r"^(?P<lo>[\[(])(?P<a>-?\d+(?:\.\d+)?), (?P<b>-?\d+(?:\.\d+)?)(?P<hi>[\])])$")
+
+
+def ranged(default: Any, spec: str) -> Any:
+    """A dataclass field whose values must lie in ``spec``: ``"> 0"``, ``">= 1"``, ``"(0, 1)"``, ``"[0, 1)"``,
+    ``"(0, 1]"``, ``"[0, 0.5)"``, ... or ``"any real"`` (a finite number)."""
+    in_range(spec, default)  # a malformed spec fails at import, not at a user's config
+    return dataclasses.field(default=default, metadata={"range": spec})
+
+
+def in_range(spec: str, value: float) -> bool:
+    if not math.isfinite(value):
+        return False
+    if spec == "any real":
+        return True
+    if m := _BOUND.match(spec):
+        x = float(m["x"])
+        return {">": value > x, ">=": value >= x, "<": value < x, "<=": value <= x}[m["op"]]
+    if m := _INTERVAL.match(spec):
+        a, b = float(m["a"]), float(m["b"])
+        return (value > a if m["lo"] == "(" else value >= a) and (value < b if m["hi"] == ")" else value <= b)
+    raise ValueError(f"range spec {spec!r}: write '> x', '>= x', '< x', '<= x', '(a, b)', '[a, b]', ... or 'any real'")
+
+
+def range_problems(config: Any, source: str, prefix: str = "") -> list[str]:
+    """Every numeric setting of ``config`` (recursively) outside its declared range, as messages naming the
+    file, the key, the value and the range."""
+    problems = []
+    for f in dataclasses.fields(config):
+        value, key = getattr(config, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            problems += range_problems(value, source, prefix=f"{key}.")
+        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            for i, item in enumerate(value):
+                problems += range_problems(item, source, prefix=f"{key}[{i}].")
+        elif "range" in f.metadata and not in_range(f.metadata["range"], value):
+            problems.append(f"{source}: {key} = {value!r} is out of range; it must be {f.metadata['range']}")
+    return problems

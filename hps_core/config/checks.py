@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hps_core.config.building import ConfigError
+from hps_core.config.building import ConfigError, range_problems
 
 
 def check_config(cfg, source: str = "<dict>") -> None:
@@ -118,5 +118,10 @@ def check_config(cfg, source: str = "<dict>") -> None:
     from hps_core.config.compare_spec import check_compare_config
 
     problems = check_compare_config(cfg.compare, source)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    # Last, every numeric setting against the range declared beside its default (hps_core.config.schema):
+    # the specific checks above name their fix first; this catches the rest before any step runs.
+    problems = range_problems(cfg, source)
     if problems:
         raise ConfigError("; ".join(problems))

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 
 
-from hps_core.config.building import ConfigRoot
+from hps_core.config.building import ConfigRoot, ranged
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    seed: int = 0  # one seed drives data generation, splits, negative draws, init and sampling
+    seed: int = ranged(0, ">= 0")  # one seed drives data generation, splits, negative draws, init and sampling
     experiment: str = "hps"  # MLflow experiment name
     output_dir: str = ".hps"  # local root for checkpoints and caches (relative to the cwd)
 
@@ -47,34 +47,34 @@ class DataConfig:
     ultrafeedback_score: str = "overall"  # UltraFeedback (original rows): overall | fine_grained
     hf_split: str = "train"  # hub id / dataset directory sources: the split to read
     hf_config: str = ""  # hub id sources: the dataset config name, if it has several
-    n_prompts: int = 300  # generated world only
+    n_prompts: int = ranged(300, ">= 1")  # generated world only
     # Use only the first N prompts of the source, in file order (0 = all): a slice to try a real model on
     # before the whole set (the raw file's digest still covers every byte; the canonical table the slice).
-    max_prompts: int = 0
-    responses_per_prompt: int = 8  # generated world only
-    eval_fraction: float = 0.15  # share of prompts held out, assigned by a hash of the prompt id
+    max_prompts: int = ranged(0, ">= 0")
+    responses_per_prompt: int = ranged(8, ">= 2")  # generated world only
+    eval_fraction: float = ranged(0.15, "(0, 1)")  # share of prompts held out, assigned by a hash of the prompt id
     # Share of prompts (by the same hash) whose pairs train only the flow's reward model (split "reward"):
     # the policy never sees them, so the reward model that scores its expanded groups and its generations
     # did not train on its prompts. 0 = the reward model trains on the policy's training prompts.
-    reward_fraction: float = 0.0
-    min_prompt_chars: int = 1  # contract bound (after a non-blank check)
-    min_response_chars: int = 1  # contract bound
-    max_prompt_chars: int = 4096  # contract bound
-    max_response_chars: int = 8192  # contract bound
-    duplicate_rate_max: float = 0.05  # contract: share of rows whose normalised prompt+response text repeats another row
+    reward_fraction: float = ranged(0.0, "[0, 1)")
+    min_prompt_chars: int = ranged(1, ">= 0")  # contract bound (after a non-blank check)
+    min_response_chars: int = ranged(1, ">= 0")  # contract bound
+    max_prompt_chars: int = ranged(4096, ">= 1")  # contract bound
+    max_response_chars: int = ranged(8192, ">= 1")  # contract bound
+    duplicate_rate_max: float = ranged(0.05, "[0, 1]")  # contract: share of rows whose normalised prompt+response text repeats another row
     on_invalid: str = "fail"  # "fail": stop the flow at validate with a report; "quarantine": drop failing rows/groups
-    min_keep_fraction: float = 0.9  # quarantine: continue only if at least this share of the rows remains
+    min_keep_fraction: float = ranged(0.9, "(0, 1]")  # quarantine: continue only if at least this share of the rows remains
 
 
 @dataclass(frozen=True)
 class TinyModelConfig:
-    vocab_size: int = 1024
-    hidden_size: int = 128
-    intermediate_size: int = 256
-    num_hidden_layers: int = 3
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    max_position_embeddings: int = 256
+    vocab_size: int = ranged(1024, ">= 1")
+    hidden_size: int = ranged(128, ">= 1")
+    intermediate_size: int = ranged(256, ">= 1")
+    num_hidden_layers: int = ranged(3, ">= 1")
+    num_attention_heads: int = ranged(4, ">= 1")
+    num_key_value_heads: int = ranged(2, ">= 1")
+    max_position_embeddings: int = ranged(256, ">= 1")
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,8 @@ class ModelConfig:
     # Pickle weights (*.bin/*.pt without *.safetensors) are refused: unpickling runs code from whoever made
     # the file. true loads them anyway (a checkpoint you made yourself); outputs are saved as safetensors.
     allow_pickle_weights: bool = False
-    max_prompt_tokens: int = 64
-    max_length: int = 128  # prompt + response tokens; longer responses are truncated (counted)
+    max_prompt_tokens: int = ranged(64, ">= 1")
+    max_length: int = ranged(128, ">= 2")  # prompt + response tokens; longer responses are truncated (counted)
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
@@ -94,9 +94,9 @@ class LoraConfig:
     # LoRA adapters (needs the optional extra: pip install 'hps-align[lora]'). r = 0 trains every weight.
     # With r > 0 only the adapters train; the saved model has them merged, so it loads like any other, and
     # keeps the unmerged adapter in PEFT's format in its adapter/ subdirectory.
-    r: int = 0
-    alpha: float = 16.0
-    dropout: float = 0.0
+    r: int = ranged(0, ">= 0")
+    alpha: float = ranged(16.0, "> 0")
+    dropout: float = ranged(0.0, "[0, 1)")
     target_modules: str = "all-linear"  # peft's "all-linear", or comma-separated module names ("q_proj,v_proj")
 
 
@@ -104,48 +104,48 @@ class LoraConfig:
 class TrainStageConfig:
     """Optimisation settings every training stage (SFT, preference) shares; stages override defaults."""
 
-    epochs: int = 1
-    batch_size: int = 16
-    lr: float = 5e-4
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    grad_accum_steps: int = 1
-    log_every: int = 10
-    checkpoint_every: int = 50  # optimizer steps between in-training checkpoints (resume after a crash)
-    save_total_limit: int = 2  # checkpoint-<step> directories kept, newest first (older ones are deleted)
+    epochs: int = ranged(1, ">= 1")
+    batch_size: int = ranged(16, ">= 1")
+    lr: float = ranged(5e-4, "> 0")
+    warmup_ratio: float = ranged(0.1, "[0, 1]")
+    weight_decay: float = ranged(0.0, ">= 0")
+    max_grad_norm: float = ranged(1.0, "> 0")
+    grad_accum_steps: int = ranged(1, ">= 1")
+    log_every: int = ranged(10, ">= 1")
+    checkpoint_every: int = ranged(50, ">= 0")  # optimizer steps between in-training checkpoints (resume after a crash)
+    save_total_limit: int = ranged(2, ">= 1")  # checkpoint-<step> directories kept, newest first (older ones are deleted)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more time
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass(frozen=True)
 class SFTConfig(TrainStageConfig):
-    epochs: int = 6  # 0: the base model is already supervised-fine-tuned; it is used as the SFT checkpoint
-    batch_size: int = 32
-    lr: float = 3e-3
-    warmup_ratio: float = 0.05
+    epochs: int = ranged(6, ">= 0")  # 0: the base model is already supervised-fine-tuned; it is used as the SFT checkpoint
+    batch_size: int = ranged(32, ">= 1")
+    lr: float = ranged(3e-3, "> 0")
+    warmup_ratio: float = ranged(0.05, "[0, 1]")
 
 
 @dataclass(frozen=True)
 class PreferenceTrainConfig(TrainStageConfig):
     method: str = "dpo-hps"  # "<framework>-<preference model>"; see hps_core.train.losses.ALL_METHODS
-    beta: float = 0.1
-    label_smoothing: float = 0.0
-    gamma: float = 1.0  # hardness: q(y_j) ∝ exp(gamma * score_j) over the dispreferred responses
+    beta: float = ranged(0.1, "> 0")
+    label_smoothing: float = ranged(0.0, "[0, 0.5)")
+    gamma: float = ranged(1.0, "any real")  # hardness: q(y_j) ∝ exp(gamma * score_j) over the dispreferred responses
     gamma_schedule: str = "constant"  # constant | linear (gamma_start -> gamma_end) | step (reference code)
-    gamma_start: float = 0.0  # linear schedule only
-    gamma_end: float = 1.0  # linear schedule only
+    gamma_start: float = ranged(0.0, "any real")  # linear schedule only
+    gamma_end: float = ranged(1.0, "any real")  # linear schedule only
     bt_negative_rule: str = "random"  # *-bt methods: random | max_min | max_max
     log_n_offset: bool = False  # subtract log N inside the sigmoid (the reference code omits it)
-    epochs: int = 2  # passes over the prompts, each with freshly drawn negatives
-    batch_size: int = 16
-    lr: float = 5e-4
+    epochs: int = ranged(2, ">= 1")  # passes over the prompts, each with freshly drawn negatives
+    batch_size: int = ranged(16, ">= 1")
+    lr: float = ranged(5e-4, "> 0")
     # Negatives are drawn once per epoch, so a gamma schedule evaluated per epoch only has `epochs` values
     # (the "step" schedule with epochs = 2 gives gamma -5 then -1). This splits each epoch's prompts into
     # k parts trained one after the other, each with negatives drawn at the schedule's gamma for its share
     # of training: k = 5 with epochs = 1, or k = 5 with epochs = 2 (-5,-5,-3,-3,-1,-1,1,1,3,3), follows the
     # reference code's five stages by training progress. 1 = one gamma per epoch (the default).
-    gamma_updates_per_epoch: int = 1
+    gamma_updates_per_epoch: int = ranged(1, ">= 1")
 
 
 @dataclass(frozen=True)
@@ -154,10 +154,10 @@ class RewardModelConfig:
     # Opt-ins for `path` only, per model (a trained reward model follows model.*): see ModelConfig.
     trust_remote_code: bool = False
     allow_pickle_weights: bool = False
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 1e-3
-    pairs_per_group: int = 4  # preferred vs this many dispreferred responses per training group
+    epochs: int = ranged(3, ">= 1")
+    batch_size: int = ranged(32, ">= 1")
+    lr: float = ranged(1e-3, "> 0")
+    pairs_per_group: int = ranged(4, ">= 1")  # preferred vs this many dispreferred responses per training group
     head_output: str = "logits"  # model-output field holding the reward heads ("rewards" for ArmoRM-style models)
     head_reduction: str = "first"  # heads -> one score: first | mean | sum | index:<k> | weights:<w0>,<w1>,...
     # Training in the flow only: LoRA adapters on the backbone (the score head trains in full). r = 0 trains
@@ -174,13 +174,13 @@ class EvalSetConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    max_prompts: int = 64  # eval prompts used for generation (all held-out groups are used for margins)
-    samples_per_prompt: int = 2  # k generations per prompt
-    max_new_tokens: int = 40
-    temperature: float = 0.7
-    top_p: float = 0.95
-    batch_size: int = 32
-    bootstrap_samples: int = 1000
+    max_prompts: int = ranged(64, ">= 1")  # eval prompts used for generation (all held-out groups are used for margins)
+    samples_per_prompt: int = ranged(2, ">= 1")  # k generations per prompt
+    max_new_tokens: int = ranged(40, ">= 1")
+    temperature: float = ranged(0.7, "> 0")
+    top_p: float = ranged(0.95, "(0, 1]")
+    batch_size: int = ranged(32, ">= 1")
+    bootstrap_samples: int = ranged(1000, ">= 1")
     harm_judge: str = "rule"  # "rule" (generated world) | "reward_threshold:<x>" | classifier hub id or path
     harm_label: str = ""  # classifier judge: the label meaning harmful; "" = the one named harmful/unsafe/toxic
     # Opt-ins for a classifier harm_judge only, per model: see ModelConfig.
@@ -194,11 +194,11 @@ class ExpandConfig:
     # hps_flow's expand step: each training prompt's group grows to k responses sampled from the SFT model,
     # and every response in it is scored by the flow's reward model (one scale); the expanded table passes
     # the data contracts before negatives are drawn from it. 0 = train on the groups as the data gives them.
-    k: int = 0
-    max_new_tokens: int = 64
-    temperature: float = 1.0  # sampling as in the reference recipe: the model's own distribution
-    top_p: float = 1.0
-    batch_size: int = 4  # prompts per generation batch (each batch samples k sequences per prompt)
+    k: int = ranged(0, ">= 0")
+    max_new_tokens: int = ranged(64, ">= 1")
+    temperature: float = ranged(1.0, "> 0")  # sampling as in the reference recipe: the model's own distribution
+    top_p: float = ranged(1.0, "(0, 1]")
+    batch_size: int = ranged(4, ">= 1")  # prompts per generation batch (each batch samples k sequences per prompt)
 
 
 @dataclass(frozen=True)
@@ -216,14 +216,14 @@ class RegisterConfig:
 
 @dataclass(frozen=True)
 class ResourcesConfig:
-    gpu: int = 0  # GPUs per training/eval step on a cluster (ignored on a laptop)
-    memory: int = 8000  # MB per training/eval step on a cluster
+    gpu: int = ranged(0, ">= 0")  # GPUs per training/eval step on a cluster (ignored on a laptop)
+    memory: int = ranged(8000, ">= 1")  # MB per training/eval step on a cluster
     # CPUs per step: the pod's request on a cluster and, everywhere, the step's torch threads (capped by the
     # CPUs it may use; hps_core/common/cpu_threads.py). 1 because steps run side by side on a laptop.
-    cpu: int = 1
+    cpu: int = ranged(1, ">= 1")
     # Processes that train SFT and preference data-parallel (DDP via torchrun) on the step's node; on a
     # cluster usually the GPU count (one process per GPU). 1 = train in the step's own process.
-    processes_per_node: int = 1
+    processes_per_node: int = ranged(1, ">= 1")
     # Container image of every step on Kubernetes (argo-workflows create); "" = Metaflow's configured
     # METAFLOW_KUBERNETES_CONTAINER_IMAGE. `--with kubernetes:image=...` on the command line wins.
     image: str = ""
