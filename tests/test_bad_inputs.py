@@ -4,8 +4,8 @@ where, how to fix) or a documented handling, and nothing registered.
 Entry points: the flow's ``validate`` step function (``hps_core.recipes.hps.validate``, with a real MLflow
 tracker on a local store) for data, ``PipelineConfig.from_dict`` for configs, ``hps_core.models`` loaders
 for models. Cases already tested elsewhere are not repeated here: :data:`CATALOGUE` names the test of each
-case (this file's or another's), a test checks that every named test exists, and the README's "Reliability
-and security" table lists every case.
+case (this file's or another's), a test checks that every named test exists, and docs/reliability.md's
+bad-input table lists every case.
 """
 
 from __future__ import annotations
@@ -81,6 +81,11 @@ CATALOGUE = {
     "checkpoint with only pickle weights": ["test_security.py::test_pickle_only_checkpoint_is_refused_naming_the_opt_in",
                                             "test_security.py::test_base_model_opt_in_is_read_from_the_config_by_sft",
                                             "test_tracking.py::test_pickle_only_dir_refused"],
+    "numeric setting out of range": ["test_config_ranges.py::test_a_value_outside_the_range_is_refused_at_parse_time",
+                                     "test_config_ranges.py::test_the_message_names_file_key_value_and_range"],
+    "truncated or corrupt compressed file": ["test_bad_inputs.py::test_truncated_gzip_names_file_lines_and_byte"],
+    "control characters in text": ["test_bad_inputs.py::test_bad_data_stops_validate[control_characters]",
+                                   "test_bad_inputs.py::test_quarantine_removes_and_counts[control_characters]"],
     "nothing registered after a refusal": ["test_validate_flow.py::test_planted_violations_stop_the_flow_at_validate",
                                            "test_bad_inputs.py::test_bad_data_stops_validate"],
 }
@@ -164,12 +169,16 @@ DATA_CASES = {
                                 {"max_response_chars": 100}, ContractViolation,
                                 ["expect_column_value_lengths_to_be_between", "| response | 1 | 30 |", "bad.jsonl:9",
                                  'on_invalid = "quarantine"']),
+    "control_characters": (_set(7, responses=["It is 14.", "Maybe\x00 15, not\x1b sure.", "I do not know about 7."]),
+                           {}, ContractViolation,
+                           ["expect_column_values_to_not_match_regex", "bad.jsonl:8", 'on_invalid = "quarantine"']),
 }
 # Under data.on_invalid = "quarantine": rows removed (a failing row alone while its group keeps 2 responses;
 # a failing group whole).
 # case -> (rows read, rows quarantined)
 QUARANTINED = {"empty_response": (30, 1), "single_response_group": (28, 1), "all_tied_group": (30, 3),
-               "near_duplicate_prompt_in_both_splits": (30, 6), "response_over_max_chars": (30, 1)}
+               "near_duplicate_prompt_in_both_splits": (30, 6), "response_over_max_chars": (30, 1),
+               "control_characters": (30, 1)}
 
 
 def write_case(path: Path, change) -> Path:
@@ -317,8 +326,22 @@ def test_every_catalogued_test_exists():
                 assert param.rstrip("]") in {**DATA_CASES, **CONFIG_CASES}, f"{case}: {node} has no such case"
 
 
-def test_readme_lists_every_case():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Reliability and security", 1)[-1]
+def test_docs_list_every_case():
+    table = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
     for case in CATALOGUE:
-        assert f"| {case} |" in section, f"README's reliability table has no row for {case!r}"
+        assert f"| {case} |" in table, f"docs/reliability.md's bad-input table has no row for {case!r}"
+
+
+def test_truncated_gzip_names_file_lines_and_byte(tmp_path, tracking_uri):
+    """A cut-off download: the error names the file, how many lines could be read, the byte where the
+    compressed data breaks, and the remedy (not gzip's bare "Compressed file ended before ...")."""
+    import gzip
+
+    whole = gzip.compress(("\n".join(_lines(good_records())) + "\n").encode("utf-8"))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    with pytest.raises(DataFormatError) as err:
+        run_validate(tmp_path, tracking_uri, path)
+    message = str(err.value)
+    assert str(path) in message and "truncated or corrupt" in message and "download or copy the file again" in message
+    assert re.search(r"breaks after \d+ complete line\(s\), at compressed byte \d+ of \d+", message), message

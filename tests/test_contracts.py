@@ -57,7 +57,7 @@ def failures(report: ContractReport) -> dict[tuple[str, str], int | None]:
 def test_good_table_passes():
     report = validate_canonical(good_table())
     assert report.success, report.to_markdown()
-    assert report.suites == {"canonical_rows": "2.1.0", "group_counts": "2.0.0"}
+    assert report.suites == {"canonical_rows": "2.2.0", "group_counts": "2.0.0"}
     stats = report.statistics
     assert stats["unsuccessful_expectations"] == 0
     assert stats["evaluated_expectations"] == stats["successful_expectations"] == len(report.outcomes)
@@ -207,7 +207,7 @@ def test_suite_files_load_with_versions(name):
     suite = load_suite(name)
     assert suite.name == name
     assert len(suite.expectations) == len(raw["expectations"])
-    assert suite_version(name) == raw["meta"]["version"] == {"canonical_rows": "2.1.0", "group_counts": "2.0.0"}[name]
+    assert suite_version(name) == raw["meta"]["version"] == {"canonical_rows": "2.2.0", "group_counts": "2.0.0"}[name]
     assert raw["meta"]["description"]
 
 

@@ -276,16 +276,16 @@ def test_mlflow_server_script_binds_loopback_by_default(tmp_path):
 
 
 def test_no_script_or_readme_command_binds_all_interfaces():
-    """Every server a project script starts or the README documents (mlflow server/ui, the test fixture) names
+    """Every server a project script starts or the docs document (mlflow server/ui, the test fixture) names
     127.0.0.1. (Kubernetes manifests under infra/k8s bind inside the pod, behind a ClusterIP Service.)"""
     scripts = [p for d in ("infra", "flows", "tests", "benchmarks", "hps_core") for p in (ROOT / d).rglob("*")
                if p.suffix in (".sh", ".py") and p.name != Path(__file__).name]
     host_lines = 0
-    for path in [*scripts, ROOT / "README.md"]:
+    for path in [*scripts, ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
         text = path.read_text(encoding="utf-8", errors="replace")
         assert path.suffix == ".md" or "0.0.0.0" not in text, path
         for line in text.splitlines():
             if "--host" in line:
                 host_lines += 1
                 assert "127.0.0.1" in line, f"{path}: {line.strip()}"
-    assert host_lines >= 4  # infra/mlflow_server.sh, tests/mlflow_server.py, the README's two `mlflow ui` commands
+    assert host_lines >= 4  # infra/mlflow_server.sh, tests/mlflow_server.py, the `mlflow ui` commands of README and docs

@@ -9,6 +9,7 @@ Either way every adapter sees the same thing: ``(where, record)`` pairs of plain
 from __future__ import annotations
 
 import gzip
+import zlib
 import json
 import math
 from collections.abc import Iterator
@@ -80,6 +81,12 @@ def _read_file(path: Path) -> RawSource:
         line = _line_of_byte(path, err.start) if suffix.startswith(".json") else None
         where = f"{path}:{line}" if line else str(path)
         raise DataFormatError(f"{where}: not valid UTF-8 ({err.reason}); re-encode the file as UTF-8") from err
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:  # a cut-off download or a damaged copy
+        lines, at = _gzip_readable_prefix(path)
+        raise DataFormatError(
+            f"{path}: the gzip data is truncated or corrupt ({err or type(err).__name__}): it breaks after "
+            f"{lines} complete line(s), at compressed byte {at} of {path.stat().st_size}; download or copy the "
+            "file again (`gzip -t` checks a file)") from err
     if not src.records:
         raise DataFormatError(f"{path}: no records found")
     return src
@@ -173,6 +180,21 @@ def _read_hf(source: str, split: str, config: str | None) -> RawSource:
     if not records:
         raise DataFormatError(f"{label}: no records found")
     return RawSource(name=Path(source).name or source, label=label, raw_files=raw_files, records=records)
+
+
+def _gzip_readable_prefix(path: Path) -> tuple[int, int]:
+    """How far a damaged gzip file can be read: (complete lines decompressed, compressed bytes consumed)."""
+    decomp, lines, consumed = zlib.decompressobj(16 + zlib.MAX_WBITS), 0, 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 16):
+            try:
+                lines += decomp.decompress(chunk).count(b"\n")
+            except zlib.error:
+                break
+            consumed += len(chunk)
+            if decomp.eof:
+                break
+    return lines, consumed
 
 
 def _line_of_byte(path: Path, offset: int) -> int | None:
