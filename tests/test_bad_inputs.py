@@ -86,6 +86,9 @@ CATALOGUE = {
     "truncated or corrupt compressed file": ["test_bad_inputs.py::test_truncated_gzip_names_file_lines_and_byte"],
     "control characters in text": ["test_bad_inputs.py::test_bad_data_stops_validate[control_characters]",
                                    "test_bad_inputs.py::test_quarantine_removes_and_counts[control_characters]"],
+    "groups that cannot make a run": ["test_bad_inputs.py::test_groups_that_cannot_make_a_run_stop_build_groups[no_held_out]",
+                                      "test_bad_inputs.py::test_groups_that_cannot_make_a_run_stop_build_groups[no_training]",
+                                      "test_bad_inputs.py::test_groups_that_cannot_make_a_run_stop_build_groups[under_one_batch]"],
     "nothing registered after a refusal": ["test_validate_flow.py::test_planted_violations_stop_the_flow_at_validate",
                                            "test_bad_inputs.py::test_bad_data_stops_validate"],
 }
@@ -323,7 +326,7 @@ def test_every_catalogued_test_exists():
             func, _, param = name.partition("[")
             assert callable(getattr(module, func, None)), f"{case}: {node} does not exist"
             if param and file == Path(__file__).name:
-                assert param.rstrip("]") in {**DATA_CASES, **CONFIG_CASES}, f"{case}: {node} has no such case"
+                assert param.rstrip("]") in {**DATA_CASES, **CONFIG_CASES, **SPLIT_CASES}, f"{case}: {node} has no such case"
 
 
 def test_docs_list_every_case():
@@ -345,3 +348,31 @@ def test_truncated_gzip_names_file_lines_and_byte(tmp_path, tracking_uri):
     message = str(err.value)
     assert str(path) in message and "truncated or corrupt" in message and "download or copy the file again" in message
     assert re.search(r"breaks after \d+ complete line\(s\), at compressed byte \d+ of \d+", message), message
+
+
+SPLIT_CASES = {  # [data] / [hps] overrides -> fragments of the refusal
+    "no_held_out": ({"data": {"eval_fraction": 0.0001}}, ["no held-out groups", "raise data.eval_fraction"]),
+    "no_training": ({"data": {"eval_fraction": 0.9999}}, ["no training groups", "lower the fractions"]),
+    "under_one_batch": ({"data": {"eval_fraction": 0.3}, "hps": {"batch_size": 16}},
+                        ["fewer training groups than one preference batch", "hps.batch_size = 16", "lower hps.batch_size"]),
+}
+
+
+@pytest.mark.parametrize("case", list(SPLIT_CASES))
+def test_groups_that_cannot_make_a_run_stop_build_groups(case, tmp_path, tracking_uri):
+    """10 prompts whose split leaves nothing to train on, nothing to evaluate, or less than one batch: the
+    flow stops in build_groups (before train_sft and train_reward_model start), naming the fix."""
+    from hps_core.recipes.hps import build_groups
+    from hps_core.sampling.groups import SplitError
+
+    overrides, fragments = SPLIT_CASES[case]
+    path = write_case(tmp_path / "ok.jsonl", lambda r: r)
+    cfg = PipelineConfig.from_dict({"data": {"source": str(path), "format": "scored-jsonl", **overrides.get("data", {})},
+                                    **{k: v for k, v in overrides.items() if k != "data"}})
+    ctx = StepContext(cfg, tmp_path / "run")
+    validation = validate(ctx)
+    with pytest.raises(SplitError) as err:
+        build_groups(ctx, validation["canonical"])
+    for fragment in fragments:
+        assert fragment in str(err.value), str(err.value)
+    assert not (tmp_path / "run" / "groups").exists()  # nothing handed on

@@ -77,6 +77,7 @@ def build_groups(ctx: StepContext, canonical: Ref) -> dict[str, Any]:
 
     table = pd.read_parquet(local(ctx, canonical))
     groups = G.build_groups(table)
+    G.check_splits(groups, ctx.cfg)  # data that cannot make a run stops here, before any training
     negatives = draw_negatives(ctx.cfg, groups)
     groups_path, negatives_path = ctx.path("groups", "groups.parquet"), ctx.path("groups", "negatives.parquet")
     groups.to_parquet(groups_path, index=False)

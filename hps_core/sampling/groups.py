@@ -135,3 +135,27 @@ def groups_digest(groups: pd.DataFrame, negatives: pd.DataFrame) -> str:
             "negatives": negatives.to_dict(orient="list") if len(negatives) else {},
         }
     )
+
+
+class SplitError(ValueError):
+    """The data's groups cannot make a run (a split is empty, or training has not one batch)."""
+
+
+def check_splits(groups: pd.DataFrame, cfg) -> None:
+    """Refuse, before any training, groups that cannot make a run: no training groups, no held-out groups
+    (the evaluation has nothing to measure), or fewer training groups than one preference batch.
+    ``cfg``: the PipelineConfig (the split fractions and ``hps.batch_size`` it names in the fix)."""
+    counts = groups["split"].value_counts().to_dict()
+    n_train, n_eval = counts.get("train", 0), counts.get("eval", 0)
+    d = cfg.data
+    fractions = f"data.eval_fraction = {d.eval_fraction:g}, data.reward_fraction = {d.reward_fraction:g}"
+    where = f"{len(groups)} prompt group(s) ({n_train} training, {n_eval} held out, {counts.get('reward', 0)} for the reward model)"
+    if n_train == 0:
+        raise SplitError(f"{where}: no training groups. With {fractions}, add prompts to the data or lower the "
+                         "fractions so some prompts stay for training")
+    if n_eval == 0:
+        raise SplitError(f"{where}: no held-out groups, so the evaluation would have nothing to measure. With "
+                         f"{fractions}, add prompts or raise data.eval_fraction")
+    if n_train < cfg.hps.batch_size:
+        raise SplitError(f"{where}: fewer training groups than one preference batch (hps.batch_size = "
+                         f"{cfg.hps.batch_size}); lower hps.batch_size to at most {n_train} or add prompts")
