@@ -19,7 +19,7 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None, help="TOML config (default: flows/configs/default.toml)")
+    parser.add_argument("--config", default=None, help="TOML config (default: the embedded hps_core/config/default.toml)")
     parser.add_argument("--out", default="gpu_check.json")
     parser.add_argument("--allow-cpu", action="store_true", help="dry run of the script itself on a CPU machine")
     args = parser.parse_args()

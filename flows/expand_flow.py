@@ -29,7 +29,7 @@ from mlflow_failures import mark_mlflow_failures  # noqa: E402
 class ExpandFlow(FlowSpec):
     """Multi-response groups from few-response data: generate, score, validate."""
 
-    config = config_parameter("default.toml", help="TOML config: [data] the input, [model] lengths, [evaluate] sampling, [reward_model] head.")
+    config = config_parameter("embedded", help="TOML config: [data] the input, [model] lengths, [evaluate] sampling, [reward_model] head.")
     generator = Parameter("generator", required=True, help="causal LM that samples the new candidates (dir or hub id)")
     reward_model_path = Parameter("reward-model", required=True, help="reward model that scores them (dir or hub id)")
     k = Parameter("k", default=8, type=int, help="responses per prompt after expansion (prompts with fewer are expanded)")

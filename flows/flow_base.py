@@ -20,8 +20,13 @@ IMAGE = config_expr("config.resources.image")
 
 
 def config_parameter(default_file: str, help: str, parser: str = "hps_core.config.parse_config_text") -> Config:
-    """The flow's ``--config config <file.toml>``; ``default_file`` is under flows/configs/. The parser
-    resolves and checks the whole config when the flow starts, so unknown keys and bad values stop it there."""
+    """The flow's ``--config config <file.toml>``; ``default_file`` is under flows/configs/, or "embedded" for
+    the package's own default (hps_core/config/default.toml). The parser resolves and checks the whole config
+    when the flow starts, so unknown keys and bad values stop it there."""
+    if default_file == "embedded":
+        from hps_core.config import DEFAULT_CONFIG_PATH
+
+        return Config("config", default=str(DEFAULT_CONFIG_PATH), parser=parser, help=help)
     return Config("config", default=os.path.join(CONFIG_DIR, default_file), parser=parser, help=help)
 
 

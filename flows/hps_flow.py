@@ -36,7 +36,7 @@ from mlflow_failures import mark_mlflow_failures  # noqa: E402  (flows/: a faile
 class HPSFlow(FlowSpec):
     """Hard Preference Sampling alignment, from raw preference data to registered model versions."""
 
-    config = config_parameter("default.toml", help="TOML config (flows/configs/*.toml); unknown keys are errors.")
+    config = config_parameter("embedded", help="TOML config (flows/configs/*.toml); unknown keys are errors.")
 
     def _ctx(self, sub: str = ""):
         return step_context_of(self, sub)

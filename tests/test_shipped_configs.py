@@ -8,6 +8,7 @@ from hps_core.config.loading import load_config
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "flows" / "configs"
 CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.toml") if not p.name.startswith("routing"))  # hps_flow's own
+CONFIGS.append(Path(__file__).resolve().parent.parent / "hps_core" / "config" / "default.toml")  # the embedded one
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -41,3 +42,27 @@ def test_smollm2_recipe_expands_policy_prompts_the_reward_model_never_sees():
         assert cfg.model.max_length - cfg.model.max_prompt_tokens >= cfg.expand.max_new_tokens  # samples fit
         assert cfg.hps.method == "dpo-hps" and cfg.register.champion_alias == ""
     assert load_config(CONFIG_DIR / "smollm2_hh_gpu.toml").resources.gpu == 1
+
+
+def test_a_plain_install_carries_and_loads_the_embedded_default(tmp_path):
+    """`pip install .` (not editable, no checkout beside it) must still load the default config: the wheel
+    holds hps_core/config/default.toml, and load_config() run from the unpacked wheel, in another directory,
+    reads it."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(root)], check=True, timeout=600, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("hps_align-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        assert "hps_core/config/default.toml" in zf.namelist()
+        zf.extractall(tmp_path / "site")
+    code = ("from hps_core.config import load_config, DEFAULT_CONFIG_PATH; cfg = load_config(); "
+            "print(DEFAULT_CONFIG_PATH); print(cfg.data.source, cfg.model.base, cfg.run.experiment)")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300, check=True).stdout.splitlines()
+    assert out[0].startswith(str(tmp_path / "site")) and out[1] == "generated tiny hps"

@@ -11,7 +11,8 @@ from typing import Any
 from hps_core.config.building import ConfigError
 from hps_core.config.schema import PipelineConfig
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "flows" / "configs" / "default.toml"
+# The embedded default ships inside the package, so a plain `pip install` (no checkout) can load it.
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "default.toml"
 
 
 def load_toml_config(path: str | Path | None, cls: type, default_path: Path):
@@ -57,7 +58,7 @@ def parse_toml_config_text(text: str, cls: type, default_path: Path, headline: s
 
 
 def load_config(path: str | Path | None = None) -> PipelineConfig:
-    """Read a TOML config file (default: ``flows/configs/default.toml``) into a :class:`PipelineConfig`."""
+    """Read a TOML config file (default: the embedded ``hps_core/config/default.toml``) into a :class:`PipelineConfig`."""
     return load_toml_config(path, PipelineConfig, DEFAULT_CONFIG_PATH)
 
 
