@@ -2,7 +2,7 @@
 
 The smoke flow (tests/configs/smoke.toml) runs through Metaflow's Runner against the real MLflow server
 with HF_TOKEN, MLFLOW_TRACKING_USERNAME/PASSWORD, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-AWS_SESSION_TOKEN and a custom MY_API_KEY set to unique canary strings, in the flow's environment only (the
+AWS_SESSION_TOKEN, a custom MY_API_KEY and a password inside MLFLOW_TRACKING_URI set to unique canary strings, in the flow's environment only (the
 server process was started earlier without them, so anything of theirs it stores came from the run). Then
 everything the run wrote is searched for the canaries: the run's directory (outputs under .hps, the
 Metaflow datastore, metadata, cards and logs under .metaflow), the shared cache, the MLflow server's store
@@ -127,9 +127,13 @@ def test_no_secret_reaches_anything_the_run_wrote(tmp_path, mlflow_server_uri, h
     from tests.mlflow_server import SERVER_ROOTS
 
     canaries = {name: f"CANARY-{name}-{uuid.uuid4().hex}" for name in SECRET_ENV}
-    env = {**os.environ, **canaries, "MLFLOW_TRACKING_USERNAME": "hps-test",
-           "MLFLOW_TRACKING_URI": mlflow_server_uri, "HPS_CACHE_DIR": str(hps_cache_dir), "HF_HUB_OFFLINE": "1",
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # Credentials inside the tracking URI too: the run stores the URI masked and each step re-reads it from
+    # its environment (hps_core.tracking.base.live_tracking_uri), so the password is in no artifact or log.
+    canaries["URI_PASSWORD"] = f"CANARY-URI-{uuid.uuid4().hex}"
+    uri_with_password = mlflow_server_uri.replace("://", f"://hps-test:{canaries['URI_PASSWORD']}@", 1)
+    env = {**os.environ, **{k: v for k, v in canaries.items() if k != "URI_PASSWORD"},
+           "MLFLOW_TRACKING_USERNAME": "hps-test", "MLFLOW_TRACKING_URI": uri_with_password,
+           "HPS_CACHE_DIR": str(hps_cache_dir), "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
     work = tmp_path / "work"
     work.mkdir()
     with Runner(str(FLOW), cwd=str(work), env=env, show_output=False,
@@ -138,6 +142,7 @@ def test_no_secret_reaches_anything_the_run_wrote(tmp_path, mlflow_server_uri, h
     assert status == "successful", log[-3000:]
     # The environment reached the run: it tracked into the server named by the same env dict.
     parent_id = run["end"].task.data.mlflow_parent_run_id
+    assert run["end"].task.data.tracking_uri == mlflow_server_uri.replace("://", "://hps-test:***@", 1)
     assert any(t == f"mlflow_run:{parent_id}" for t in run.tags)
     assert len(log) > 1000  # the steps' output was captured, so searching it means something
 

@@ -286,3 +286,21 @@ def test_local_sqlite_default_registers(tmp_path, monkeypatch, tiny_model_dir):
     assert any((tmp_path / "store" / "mlruns").rglob("model.safetensors"))
     out = mlflow.pyfunc.load_model(rv.model_uri).predict(["the cat"], params={"max_new_tokens": 2})
     assert len(out) == 1
+
+
+def test_tracking_uri_credentials_are_masked_for_storage_and_read_back_from_the_environment(monkeypatch):
+    from hps_core.tracking.base import (TrackingError, live_tracking_uri, mask_uri_credentials,
+                                        strip_uri_credentials)
+
+    real = "https://pipeline:s3cret-pass@mlflow.example.org:5000/prefix"
+    stored = mask_uri_credentials(real)
+    assert stored == "https://pipeline:***@mlflow.example.org:5000/prefix" and "s3cret" not in stored
+    assert mask_uri_credentials("https://tok123@host") == "https://***@host"  # a bare token is masked whole
+    assert mask_uri_credentials("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+    assert strip_uri_credentials(real) == "https://mlflow.example.org:5000/prefix"
+    assert live_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"  # nothing to restore
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", real)
+    assert live_tracking_uri(stored) == real  # each step re-reads the credentials from its environment
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://pipeline:other@elsewhere.org")
+    with pytest.raises(TrackingError, match="carries credentials, which a run never stores"):
+        live_tracking_uri(stored)

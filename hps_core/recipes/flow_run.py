@@ -24,15 +24,17 @@ def open_run(cfg: Any, *, flow_name: str, run_id: str, run_name: str, runs_dir: 
     ``to_dict()`` and ``run.output_dir``/``run.experiment``; ``extra_params`` are logged beside it."""
     from hps_core.common.digests import code_version, json_digest
     from hps_core.tracking.mlflow_tracker import MlflowTracker
-    from hps_core.tracking.base import resolve_tracking_uri
+    from hps_core.tracking.base import mask_uri_credentials, resolve_tracking_uri
 
     resolved = cfg.to_dict()
     lineage = {"metaflow.pathspec": f"{flow_name}/{run_id}", "git_commit": code_version()}
     if digest_config:
         lineage["config_digest"] = json_digest(resolved)
+    tracking_uri = resolve_tracking_uri()
+    # Stored without credentials: every step re-reads them from its own environment (live_tracking_uri).
     opened = {"resolved_config": resolved, "run_dir": str((Path(cfg.run.output_dir) / runs_dir / run_id).resolve()),
-              "tracking_uri": resolve_tracking_uri(), "lineage": lineage}
-    tracker = MlflowTracker(opened["tracking_uri"], experiment_name=cfg.run.experiment)
+              "tracking_uri": mask_uri_credentials(tracking_uri), "lineage": lineage}
+    tracker = MlflowTracker(tracking_uri, experiment_name=cfg.run.experiment)
     opened["mlflow_parent_run_id"] = tracker.create_parent_run(run_name, tags=lineage)
     tracker.log_params(opened["mlflow_parent_run_id"], {**resolved, **(extra_params or {})})
     print(f"MLflow: {opened['tracking_uri']} (run {opened['mlflow_parent_run_id']}); outputs in {opened['run_dir']}")

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import shutil
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,43 @@ def resolve_tracking_uri(default_dir: str | Path | None = None) -> str:
         )
     base = Path(default_dir) if default_dir is not None else Path.cwd()
     return f"sqlite:///{(base.expanduser().resolve() / 'mlflow.db').as_posix()}"
+
+
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:]*)(?::(?P<password>[^/@]*))?@")
+CREDENTIALS_MASK = "***"
+
+
+def mask_uri_credentials(uri: str) -> str:
+    """``uri`` without the credentials a ``scheme://user:password@host`` (or ``scheme://token@host``) URI
+    carries: the form a run may store (Metaflow artifacts, printed lines). :func:`live_tracking_uri` turns
+    it back into the real one from the environment."""
+    m = _USERINFO.match(uri)
+    if not m:
+        return uri
+    user = CREDENTIALS_MASK if m["password"] is None else f"{m['user']}:{CREDENTIALS_MASK}"
+    return f"{m['scheme']}{user}@{uri[m.end():]}"
+
+
+def strip_uri_credentials(uri: str) -> str:
+    """``uri`` with its ``user:password@`` part removed (for requests that carry no credentials)."""
+    m = _USERINFO.match(uri)
+    return uri if not m else m["scheme"] + uri[m.end():]
+
+
+def live_tracking_uri(stored: str) -> str:
+    """The tracking URI to connect with, given the one a run stored: as stored when it carried no
+    credentials; else ``MLFLOW_TRACKING_URI`` from this process's environment, when it is the same URI with
+    its credentials (each step reads them there, so they are never written into the run)."""
+    if CREDENTIALS_MASK not in stored or mask_uri_credentials(stored) != stored:
+        return stored
+    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if env and mask_uri_credentials(env) == stored:
+        return env
+    raise TrackingError(
+        f"the run's MLflow tracking URI {stored} carries credentials, which a run never stores; set "
+        "MLFLOW_TRACKING_URI to that URI with its credentials in this step's environment (on Kubernetes: the "
+        "secret named by METAFLOW_KUBERNETES_SECRETS), or put them in MLFLOW_TRACKING_USERNAME / "
+        "MLFLOW_TRACKING_PASSWORD and leave them out of the URI")
 
 
 def _local_artifact_root(tracking_uri: str) -> str | None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from hps_core.common.redaction import redact_value, scrub_text, secret_values
-from hps_core.tracking.base import PARENT_RUN_TAG, TrackingError, _local_artifact_root, flatten_params, resolve_tracking_uri
+from hps_core.tracking.base import live_tracking_uri, mask_uri_credentials, strip_uri_credentials, PARENT_RUN_TAG, TrackingError, _local_artifact_root, flatten_params, resolve_tracking_uri
 from hps_core.tracking.registration import ModelRegistration
 from hps_core.tracking.base import MAX_KEY_LEN, MAX_TAG_LEN, _link_or_copy, _str_dict
 
@@ -48,7 +48,7 @@ class MlflowTracker(ModelRegistration):
     def __init__(self, tracking_uri: str | None = None, experiment_name: str = "hps-align") -> None:
         import mlflow
 
-        self.tracking_uri = tracking_uri or resolve_tracking_uri()
+        self.tracking_uri = live_tracking_uri(tracking_uri or resolve_tracking_uri())
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
         self._check_reachable()
@@ -79,9 +79,14 @@ class MlflowTracker(ModelRegistration):
         if not self.tracking_uri.startswith(("http://", "https://")):
             return
         attempts = max(1, int(os.environ.get("HPS_MLFLOW_CONNECT_RETRIES", "5")))
+        # /health needs no credentials (urllib cannot send URL userinfo anyway), and the probe trusts what
+        # MLflow's own client trusts: a private CA (MLFLOW_TRACKING_SERVER_CERT_PATH) or, if the user chose
+        # so, no verification (MLFLOW_TRACKING_INSECURE_TLS).
+        health = strip_uri_credentials(self.tracking_uri).rstrip("/") + "/health"
+        shown = mask_uri_credentials(self.tracking_uri)
         for attempt in range(attempts):
             try:
-                urllib.request.urlopen(self.tracking_uri.rstrip("/") + "/health", timeout=5).close()
+                urllib.request.urlopen(health, timeout=5, context=_tls_context()).close()
                 return
             except urllib.error.HTTPError:
                 return  # reachable; auth proxies may not expose /health
@@ -89,10 +94,10 @@ class MlflowTracker(ModelRegistration):
                 error = e
                 if attempt + 1 < attempts:
                     log.warning("MLflow at %s unreachable (%s); retry %d/%d in %d s",
-                                self.tracking_uri, e, attempt + 1, attempts - 1, 2 ** attempt)
+                                shown, e, attempt + 1, attempts - 1, 2 ** attempt)
                     time.sleep(2 ** attempt)
         raise TrackingError(
-            f"MLflow tracking server {self.tracking_uri} is unreachable after {attempts} attempts ({error}). "
+            f"MLflow tracking server {shown} is unreachable after {attempts} attempts ({error}). "
             "Start it (see infra/), fix MLFLOW_TRACKING_URI, or unset it to use a local sqlite:///mlflow.db "
             "store; then `resume` the flow: finished steps are not run again."
         ) from error
@@ -268,3 +273,13 @@ def _dataset_source(path: str) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
         return resolve_dataset_source(path)
+
+
+def _tls_context():
+    """The TLS settings MLflow's client uses, for the reachability probe (None: Python's defaults)."""
+    import ssl
+
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()  # the user turned verification off for MLflow itself
+    cafile = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    return ssl.create_default_context(cafile=cafile) if cafile else None

@@ -9,7 +9,7 @@ import logging
 import tempfile
 from pathlib import Path
 from typing import Any
-from hps_core.tracking.base import PARENT_RUN_TAG, resolve_tracking_uri
+from hps_core.tracking.base import live_tracking_uri, PARENT_RUN_TAG, resolve_tracking_uri
 from hps_core.tracking.mlflow_tracker import MlflowTracker
 from hps_core.tracking.registration import _version_metrics
 
@@ -40,7 +40,7 @@ class MlflowReader:
 
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        self.tracking_uri = tracking_uri or resolve_tracking_uri()
+        self.tracking_uri = live_tracking_uri(tracking_uri or resolve_tracking_uri())
         MlflowTracker._check_reachable(self)  # type: ignore[arg-type]  # same fail-fast probe
         self.client = mlflow.MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
 
