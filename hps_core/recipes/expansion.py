@@ -9,19 +9,26 @@ foreach (one pod each on a cluster); :func:`merge_shards` concatenates the shard
 
 What an expanded group holds: its original responses (their ``is_harmful`` labels kept; their scores
 replaced by the reward model's, because a human "chosen/rejected" label and a reward-model score are not on
-one scale) plus up to ``k - have`` generated ones (``is_harmful`` unknown). Empty generations and exact
-duplicates of a response already in the group are dropped, so a group can end up below ``k``.
+one scale) plus up to ``k - have`` generated ones (``is_harmful`` unknown). Control characters are removed
+from generated text (the contracts refuse them); blank generations and exact duplicates of a response
+already in the group are dropped, so a group can end up below ``k``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+
+# What contract canonical_rows refuses in text (C0 controls but tab, newline, carriage return; DEL): a
+# sampled response is the model's output, not someone's data, so junk bytes are dropped from it here.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def groups_to_expand(table: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -88,6 +95,7 @@ def expand_groups(
         for text in next(it):
             if len(rec["responses"]) >= k:
                 break
+            text = CONTROL_CHARACTERS.sub("", text).strip()
             if text and text not in seen:
                 seen.add(text)
                 rec["responses"].append(text)
