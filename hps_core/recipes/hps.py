@@ -70,33 +70,43 @@ def enforce_and_log(ctx: StepContext, run_id: str, table: pd.DataFrame, load_rep
     return outcome, paths
 
 
-def build_groups(ctx: StepContext, canonical: Ref) -> dict[str, Any]:
-    """Groups per prompt, negatives drawn per epoch (seeded), and the base model resolved (the tiny one
-    is built here, once, before the training branches start)."""
+def _groups_with_negatives(ctx: StepContext, table: pd.DataFrame, folder: str) -> dict[str, Any]:
+    """Groups of a canonical table, checked to make a run, and the run's negatives drawn from them; both
+    written under ``<run dir>/<folder>/``. Returns their paths, digest and stats (JSON-able)."""
     from hps_core.sampling import groups as G
 
-    table = pd.read_parquet(local(ctx, canonical))
     groups = G.build_groups(table)
     G.check_splits(groups, ctx.cfg)  # data that cannot make a run stops here, before any training
     negatives = draw_negatives(ctx.cfg, groups)
-    groups_path, negatives_path = ctx.path("groups", "groups.parquet"), ctx.path("groups", "negatives.parquet")
+    groups_path, negatives_path = ctx.path(folder, "groups.parquet"), ctx.path(folder, "negatives.parquet")
     groups.to_parquet(groups_path, index=False)
     negatives.to_parquet(negatives_path, index=False)
-    stats = G.group_stats(groups, negatives)
+    return {"groups_path": str(groups_path), "negatives_path": str(negatives_path),
+            "groups_digest": G.groups_digest(groups, negatives), "stats": G.group_stats(groups, negatives)}
+
+
+def _hand_on_groups(ctx: StepContext, run_id: str, made: dict[str, Any]) -> dict[str, Any]:
+    """Log the groups' stats to ``run_id`` and publish groups and negatives for the next steps."""
+    ctx.tracker.log_metrics(run_id, {f"groups/{k}": v for k, v in made["stats"].items()})
+    return {"groups": publish(ctx, run_id, made["groups_path"], "groups"),
+            "negatives": publish(ctx, run_id, made["negatives_path"], "negatives")}
+
+
+def build_groups(ctx: StepContext, canonical: Ref) -> dict[str, Any]:
+    """Groups per prompt, negatives drawn per epoch (seeded), and the base model resolved (the tiny one
+    is built here, once, before the training branches start)."""
+
+    table = pd.read_parquet(local(ctx, canonical))
+    made = _groups_with_negatives(ctx, table, "groups")
     base = resolve_base_model(ctx, table)
     with ctx.child("build_groups") as run_id:
-        ctx.tracker.log_metrics(run_id, {f"groups/{k}": v for k, v in stats.items()})
-        handed = {"groups": publish(ctx, run_id, groups_path, "groups"),
-                  "negatives": publish(ctx, run_id, negatives_path, "negatives"),
+        handed = {**_hand_on_groups(ctx, run_id, made),
                   # the tiny model is built here, so later steps on other machines fetch it; hub ids and GGUF
                   # sources pass as they are (each machine fetches or converts its own copy, cached)
                   "base": publish(ctx, run_id, base, "base_model") if ctx.cfg.model.base == "tiny" else ctx.cfg.model.base}
     return {
         **handed,
-        "groups_path": str(groups_path),
-        "negatives_path": str(negatives_path),
-        "groups_digest": G.groups_digest(groups, negatives),
-        "stats": stats,
+        **made,
         "base_model": base if ctx.cfg.model.base == "tiny" else ctx.cfg.model.base,
     }
 
@@ -192,7 +202,6 @@ def expand(ctx: StepContext, canonical: Ref, groups: dict[str, Any], sft_model: 
     again from it. ``expand.k = 0``: ``groups`` (build_groups' result) passes through unchanged."""
     if ctx.cfg.expand.k == 0:
         return {**groups, "expanded": False}
-    from hps_core.sampling import groups as G
     from hps_core.data import table_digest
     from hps_core.data.validation import card_markdown
     from hps_core.recipes.expansion import expand_training_prompts
@@ -207,23 +216,13 @@ def expand(ctx: StepContext, canonical: Ref, groups: dict[str, Any], sft_model: 
         table = outcome.table
         table_path = ctx.path("data", "expanded.parquet")
         table.to_parquet(table_path, index=False)
-        new_groups = G.build_groups(table)
-        negatives = draw_negatives(cfg, new_groups)
-        groups_path, negatives_path = ctx.path("expansion", "groups.parquet"), ctx.path("expansion", "negatives.parquet")
-        new_groups.to_parquet(groups_path, index=False)
-        negatives.to_parquet(negatives_path, index=False)
-        stats = G.group_stats(new_groups, negatives)
-        ctx.tracker.log_metrics(run_id, {f"groups/{k}": v for k, v in stats.items()})
+        made = _groups_with_negatives(ctx, table, "expansion")
         ctx.tracker.log_artifact(run_id, str(jsonl), "expansion")
-        handed = {"groups": publish(ctx, run_id, groups_path, "groups"),
-                  "negatives": publish(ctx, run_id, negatives_path, "negatives")}
+        handed = _hand_on_groups(ctx, run_id, made)
     return {
         **groups,
         **handed,
-        "groups_path": str(groups_path),
-        "negatives_path": str(negatives_path),
-        "groups_digest": G.groups_digest(new_groups, negatives),
-        "stats": stats,
+        **made,
         "expanded": True,
         "expanded_digest": table_digest(table),
         "expanded_path": str(table_path),
