@@ -1,5 +1,8 @@
 """Cost of one preference-training step by method: dpo-bt, dpo-hps, dpo-pl at n responses per prompt.
 
+Methods are comparison entries (``hps_core.config.compare_spec``), so on-policy hardness is measured too:
+``--methods dpo-bt dpo-hps dpo-hps:policy dpo-hps:mix@refresh_top_m=3 dpo-pl``.
+
 Run as:
     python benchmarks/bench_methods.py --json bench_methods.json
     python benchmarks/bench_methods.py --model small --ns 4 8 16 --steps 12 --repeats 3 --json out.json
@@ -82,9 +85,10 @@ def run_one(method: str, n: int, args) -> dict:
 
     import torch
 
+    from hps_core.config.compare_spec import parse_method_spec
     from hps_core.config.schema import ModelConfig, PreferenceTrainConfig
-    from hps_core.sampling.groups import draw_epoch_negatives
-    from hps_core.train.losses import parse_method
+    from hps_core.sampling.groups import ONLINE_RULE, draw_epoch_negatives
+    from hps_core.sampling.negatives import is_online
     from hps_core.models.loading import build_tiny_model
     from hps_core.sampling.hardness import make_gamma_schedule
     from hps_core.train.preference import train_preference
@@ -95,13 +99,14 @@ def run_one(method: str, n: int, args) -> dict:
     steps = args.warmup + args.steps
     groups, corpus = _world(n, steps * args.batch_size)
     model_dir = build_tiny_model(corpus, tiny, seed=0, cache_dir=Path(args.cache_dir))
-    _, pm = parse_method(method)
-    rule = {"hps": "hps", "bt": "random"}.get(pm)
+    spec = parse_method_spec(method)  # "dpo-hps", "dpo-hps:policy", "dpo-hps:mix@refresh_every=4", ...
+    pm = spec.preference_model
+    cfg = spec.apply_to(PreferenceTrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-4, warmup_ratio=0.0,
+                                              log_every=1, checkpoint_every=0))
+    rule = {"hps": ONLINE_RULE if is_online(cfg) else "hps", "bt": "random"}.get(pm)
     negatives = draw_epoch_negatives(groups.iloc[:0] if rule is None else groups, rule=rule or "random",
-                                     schedule=make_gamma_schedule("constant", gamma=1.0),
-                                     n_epochs=0 if rule is None else 1, seed=0)
-    cfg = PreferenceTrainConfig(method=method, epochs=1, batch_size=args.batch_size, lr=1e-4, warmup_ratio=0.0,
-                                log_every=1, checkpoint_every=0)
+                                     schedule=make_gamma_schedule("constant", gamma=1.0), n_epochs=1, seed=0,
+                                     examples_per_step=args.batch_size)
     model_cfg = ModelConfig(max_prompt_tokens=48, max_length=112, tiny=tiny)
     logs = []
     cuda = torch.cuda.is_available()
@@ -109,8 +114,8 @@ def run_one(method: str, n: int, args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with tempfile.TemporaryDirectory() as out:
-        train_preference(str(model_dir), groups, negatives, model_cfg, cfg, Path(out) / "model",
-                         log_fn=lambda m, step: logs.append(m) if "step_time_s" in m else None)
+        trained = train_preference(str(model_dir), groups, negatives, model_cfg, cfg, Path(out) / "model",
+                                   log_fn=lambda m, step: logs.append(m) if "step_time_s" in m else None)
     rss_growth_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before  # Linux: KiB
     measured = logs[args.warmup:]
     return {
@@ -122,6 +127,8 @@ def run_one(method: str, n: int, args) -> dict:
         "peak_mem_mb": (torch.cuda.max_memory_allocated() / 2**20) if cuda else rss_growth_kb / 1024,
         "memory_kind": "cuda_max_allocated" if cuda else "rss_peak_growth",
         "sequences_per_step": args.batch_size * (n if pm == "pl" else 2),
+        # on-policy hardness: no-grad forwards of the refresh pass, per step (step 0 has none)
+        "refreshed_per_step": trained.get("hps/refreshed_sequences", 0.0) / max(trained["steps"] - 1, 1),
         "steps_measured": len(measured),
     }
 
@@ -173,6 +180,7 @@ def main(argv=None) -> int:
             "peak_mem_mb": statistics.median(r["peak_mem_mb"] for r in rs),
             "memory_kind": rs[0]["memory_kind"],
             "sequences_per_step": rs[0]["sequences_per_step"],
+            "refreshed_per_step": rs[0].get("refreshed_per_step", 0.0),
             "step_s_min_runs": [r["step_s_min"] for r in rs],
         })
     by = {(r["method"], r["n"]): r for r in results}
@@ -182,6 +190,8 @@ def main(argv=None) -> int:
             if (num, n) in by and (den, n) in by:
                 ratios[f"{key}_n{n}"] = by[(num, n)]["step_s"] / by[(den, n)]["step_s"]
                 ratios[f"{key}_n{n}_median"] = by[(num, n)]["step_s_median"] / by[(den, n)]["step_s_median"]
+        for method in (m for m in args.methods if m.startswith("dpo-hps:") and (m, n) in by and ("dpo-bt", n) in by):
+            ratios[f"{method}_over_bt_n{n}"] = by[(method, n)]["step_s"] / by[("dpo-bt", n)]["step_s"]
     import torch
 
     report = {
@@ -200,10 +210,11 @@ def main(argv=None) -> int:
 
 
 def markdown_table(results: list[dict], ratios: dict[str, float]) -> str:
-    lines = ["| method | n | sequences / step | step, min (ms) | step, median (ms) | tokens/s | peak memory (MB) |",
+    lines = ["| method | n | sequences / step (+ refreshed) | step, min (ms) | step, median (ms) | tokens/s | peak memory (MB) |",
              "|---|---|---|---|---|---|---|"]
     for r in sorted(results, key=lambda r: (r["n"], r["method"])):
-        lines.append(f"| {r['method']} | {r['n']} | {r['sequences_per_step']} | {r['step_s'] * 1e3:.1f} | "
+        refreshed = f" + {r['refreshed_per_step']:.0f}" if r.get("refreshed_per_step") else ""
+        lines.append(f"| {r['method']} | {r['n']} | {r['sequences_per_step']}{refreshed} | {r['step_s'] * 1e3:.1f} | "
                      f"{r['step_s_median'] * 1e3:.1f} | {r['tokens_per_s']:.0f} | {r['peak_mem_mb']:.0f} |")
     lines.append("")
     lines += [f"- {k}: {v:.2f}x" for k, v in ratios.items()]

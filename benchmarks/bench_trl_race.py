@@ -240,7 +240,10 @@ def run_ours(workdir: Path, settings: RaceSettings, out_dir: Path) -> dict:
             rows.append({"prompt_id": f"hh{i:05d}", "prompt": ex["prompt"], "response_id": f"hh{i:05d}{side[0]}",
                          "response": ex[side], "score": score, "is_harmful": None, "split": "train"})
     groups = build_groups(pd.DataFrame(rows))
-    negatives = pd.DataFrame({"epoch": 0, "prompt_id": groups["prompt_id"], "negative_rank": 1})
+    # One epoch, the pairs' own negative, steps of batch_size in the groups' order (TRL shuffles with its own
+    # sampler; what is compared is the work per step and over the run, not the order).
+    negatives = pd.DataFrame({"epoch": 0, "step": [i // settings.batch_size for i in range(len(groups))],
+                              "prompt_id": groups["prompt_id"], "negative_rank": 1, "gamma": 0.0})
     cfg = PreferenceTrainConfig(method="dpo-bt", epochs=1, batch_size=settings.batch_size, lr=settings.lr,
                                 beta=settings.beta, warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0,
                                 log_every=1, checkpoint_every=0)

@@ -217,7 +217,7 @@ def _train_lora(world, tmp_path, stage: str) -> tuple[Path, Path, str]:
                                 checkpoint_every=5, lora=lora)
     train = world.groups[world.groups["split"] == "train"].reset_index(drop=True)
     negatives = draw_epoch_negatives(train, rule="hps", schedule=make_gamma_schedule("constant", gamma=1.0),
-                                     n_epochs=1, seed=0)
+                                     n_epochs=1, seed=0, examples_per_step=4)
     sft_dir = world.model_dir  # the tiny model stands in for the SFT model: the preference adapter's base
     train_preference(sft_dir, world.groups, negatives, MODEL, cfg, out, checkpoint_dir=root)
     return out, root, sft_dir

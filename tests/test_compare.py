@@ -21,10 +21,31 @@ def test_method_entries_parse_with_their_bt_rule():
     assert parse_method_spec("dpo-bt").bt_rule == "random"  # the rule a bare bt method gets
     assert parse_method_spec("ipo-hps").negative_rule == "hps"
     assert parse_method_spec("DPO-PL").negative_rule is None  # PL trains on the whole group
-    with pytest.raises(ValueError, match="only \\*-bt methods take a negative rule"):
+    with pytest.raises(ValueError, match="unknown hardness 'max_min'; valid: score, policy, mix"):
         parse_method_spec("dpo-hps:max_min")
     with pytest.raises(ValueError, match="unknown bt negative rule 'hardest'"):
         parse_method_spec("dpo-bt:hardest")
+    with pytest.raises(ValueError, match="pl uses every response"):
+        parse_method_spec("dpo-pl:random")
+
+
+def test_hps_entries_carry_hardness_and_overrides():
+    """"dpo-hps:mix@gamma=1,gamma_r=10" -> hardness mix with gamma 1.0 and gamma_r 10.0 over the base [hps];
+    a bt entry in the same comparison keeps score hardness whatever the base says; overrides are typed
+    and limited to the hardness keys."""
+    spec = parse_method_spec("dpo-hps:mix@gamma=1,gamma_r=10")
+    assert (spec.hardness, spec.overrides, spec.label) == ("mix", (("gamma", 1.0), ("gamma_r", 10.0)),
+                                                           "dpo-hps (mix, gamma=1.0, gamma_r=10.0)")
+    cfg = PipelineConfig.from_dict({"hps": {"hardness": "policy"}, "compare": {"methods": ["dpo-bt", spec.entry]}})
+    hps = spec.apply_to(cfg.hps)
+    assert (hps.hardness, hps.gamma, hps.gamma_r, hps.method) == ("mix", 1.0, 10.0, "dpo-hps")
+    assert parse_method_spec("dpo-bt").apply_to(cfg.hps).hardness == "score"
+    with pytest.raises(ValueError, match="'beta=2' is not '<key>=<value>' with a key among"):
+        parse_method_spec("dpo-hps@beta=2")
+    with pytest.raises(ValueError, match="refresh_every = 'x' is not a int"):
+        parse_method_spec("dpo-hps:policy@refresh_every=x")
+    with pytest.raises(ConfigError, match="estimator = 'unbiased' is the gradient of the exact HPS loss"):
+        PipelineConfig.from_dict({"compare": {"methods": ["ipo-hps@estimator=unbiased"]}})
 
 
 def test_compare_section_is_checked_at_start_up():
@@ -101,6 +122,7 @@ def _per_seed():
         for seed in (0, 1):
             rows.append({"label": label, "method": method, "bt_rule": "", "n": 8, "seed": seed, "bleu": 10.0 + seed,
                          "reward_mean": 1.0, "margin_hardest": margin[seed], "margin_mean": 2 * margin[seed],
+                         "margin_top_scored": 3 * margin[seed],
                          "harmful_rate": 0.1, "win_rate_vs_sft": 0.8, "step_time_ms": step[seed],
                          "peak_memory_mb": 200.0 if method != "dpo-pl" else 600.0,
                          "sft_bleu": 5.0 + seed, "sft_reward_mean": -1.0, "sft_harmful_rate": 0.3})
@@ -115,7 +137,7 @@ def test_aggregate_and_table_by_hand():
     sft = agg[(agg["label"] == "sft (reference)") & (agg["metric"] == "bleu")].iloc[0]
     assert sft["mean"] == pytest.approx(5.5) and sft.seeds == 2  # one SFT value per seed, not per method
     table = markdown_table(agg, 8).splitlines()
-    assert table[0].startswith("| method | BLEU | reward | margin_hardest | margin_mean | harmful_rate | win rate vs SFT")
+    assert table[0].startswith("| method | BLEU | reward | margin_hardest | margin_top_scored | margin_mean | harmful_rate | win rate vs SFT")
     assert [line.split(" | ")[0] for line in table[2:]] == ["| sft (reference)", "| dpo-bt (random)", "| dpo-pl", "| dpo-hps"]
     assert f"| dpo-hps | 10.5 [{10.5 - 12.7062 * np.std([10, 11], ddof=1) / np.sqrt(2):.1f}," in table[-1]
     assert "| — | — |" in table[2]  # SFT has no margins or cost
@@ -125,10 +147,32 @@ def test_claims_check_reads_the_table():
     lines = claims_check(aggregate(_per_seed()), 8)
     assert lines[0].startswith("- **margin_hardest up** (dpo-hps vs dpo-bt (random)): 0.600 vs 0.300 (+100 %")
     assert lines[0].endswith("direction holds, intervals overlap.")  # two seeds: wide t intervals
-    assert "reward kept" in lines[2] and lines[2].endswith("holds (HPS not lower).")
-    assert lines[4].endswith("harmful_rate 0.100 vs 0.100 -> does not hold.")  # equal is not fewer
-    assert lines[5] == "- **time per step like BT, not PL**: HPS/BT = 1.00x, PL/HPS = 3.73x -> holds."
-    assert lines[6] == "- **peak memory like BT, not PL**: HPS/BT = 1.00x, PL/HPS = 3.00x -> holds."
+    assert lines[1].startswith("- **margin_top_scored up** (dpo-hps vs dpo-bt (random)): 1.800 vs 0.900 (+100 %")
+    assert "reward kept" in lines[3] and lines[3].endswith("holds (HPS not lower).")
+    assert lines[5].endswith("harmful_rate 0.100 vs 0.100 -> does not hold.")  # equal is not fewer
+    assert lines[6] == "- **time per step like BT, not PL**: HPS/BT = 1.00x, PL/HPS = 3.73x -> holds."
+    assert lines[7] == "- **peak memory like BT, not PL**: HPS/BT = 1.00x, PL/HPS = 3.00x -> holds."
+
+
+def test_target_check_by_hand():
+    """Three seeds, tight values. dpo-bt: margins 0.5 / 1.0, reward 2.0, 100 ms. 'A': margins 0.7 (+40 %) /
+    1.5 (+50 %), intervals apart, reward 1.94 (-3 %, within 5 %), 140 ms (1.40x) -> meets. 'B' is A at
+    160 ms (1.60x > 1.5x) -> misses. 'C': margin_hardest 0.55 (+10 % < 20 %) -> misses."""
+    from hps_core.evaluate.comparison import target_check
+
+    rows = []
+    for label, mh, mt, reward, step in (("dpo-bt (random)", 0.5, 1.0, 2.0, 100.0), ("dpo-hps (A)", 0.7, 1.5, 1.94, 140.0),
+                                        ("dpo-hps (B)", 0.7, 1.5, 1.94, 160.0), ("dpo-hps (C)", 0.55, 1.5, 2.0, 100.0)):
+        for seed, d in enumerate((-0.01, 0.0, 0.01)):
+            rows.append({"label": label, "method": label.split()[0], "bt_rule": "", "n": 8, "seed": seed, "bleu": 10.0,
+                         "reward_mean": reward, "margin_hardest": mh + d, "margin_top_scored": mt + d, "margin_mean": 1.0,
+                         "harmful_rate": 0.1, "win_rate_vs_sft": 0.8, "step_time_ms": step, "peak_memory_mb": 200.0,
+                         "sft_bleu": 5.0, "sft_reward_mean": -1.0, "sft_harmful_rate": 0.3})
+    lines = target_check(aggregate(pd.DataFrame(rows)), 8)
+    assert lines[0] == ("- **dpo-hps (A)** vs dpo-bt (random): margin_hardest +40% (apart), margin_top_scored +50% (apart), "
+                        "reward -3%, step time 1.40x -> MEETS the target.")
+    assert lines[1].endswith("step time 1.60x -> misses the target.")
+    assert lines[2].startswith("- **dpo-hps (C)** vs dpo-bt (random): margin_hardest +10% (apart)") and lines[2].endswith("misses the target.")
 
 
 def test_report_names_the_measured_group_size_of_data_groups():

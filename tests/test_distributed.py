@@ -87,7 +87,7 @@ def world(tmp_path_factory):
     groups = build_groups(table)
     train = groups[groups["split"] == "train"].reset_index(drop=True)
     negatives = draw_epoch_negatives(train, rule="hps", schedule=make_gamma_schedule("constant", gamma=1.0),
-                                     n_epochs=1, seed=0)
+                                     n_epochs=1, seed=0, examples_per_step=4)
     corpus = [format_prompt(p) for p in sorted(set(table["prompt"]))] + sorted({" " + r for r in table["response"]})
     model_dir = build_tiny_model(corpus, TINY, seed=0, cache_dir=root / "models")
     groups.to_parquet(root / "groups.parquet", index=False)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hps_core.sampling.groups import NEGATIVE_COLUMNS, build_groups, draw_epoch_negatives, group_stats, groups_digest
+from hps_core.sampling.groups import NEGATIVE_COLUMNS, build_groups, draw_epoch_negatives, group_stats, groups_digest, plan_steps
 from hps_core.sampling.hardness import hardness_probs, make_gamma_schedule, select_negative
 
 
@@ -47,25 +47,29 @@ def test_build_groups_rejects_a_single_response_prompt():
 
 
 def test_draws_are_seeded_recorded_and_replayable():
-    """Same seed -> the identical table; another seed -> other negatives. Each row records the gamma it was
-    drawn at and q = q_gamma(negative) recomputed from the group's dispreferred scores; replaying the draw
-    by hand (generator seeded by (seed, epoch), groups in order) gives the same negatives."""
+    """Same seed -> the identical table; another seed -> other negatives. Each row records the step and
+    gamma it was drawn at and q = q_gamma(negative) recomputed from the group's dispreferred scores;
+    replaying the draw by hand (groups in the plan's order: the permutation seeded by (seed, epoch, 1);
+    draws from the generator seeded by (seed, epoch)) gives the same negatives. One step per epoch
+    (40 groups per step), linear 0 -> 2 over the 2 steps: gamma 0 on the first, 2 = gamma_end on the last."""
     groups = _many()
     sched = make_gamma_schedule("linear", gamma_start=0.0, gamma_end=2.0)
-    a = draw_epoch_negatives(groups, rule="hps", schedule=sched, n_epochs=2, seed=7)
-    b = draw_epoch_negatives(groups, rule="hps", schedule=sched, n_epochs=2, seed=7)
-    c = draw_epoch_negatives(groups, rule="hps", schedule=sched, n_epochs=2, seed=8)
+    a = draw_epoch_negatives(groups, rule="hps", schedule=sched, n_epochs=2, seed=7, examples_per_step=40)
+    b = draw_epoch_negatives(groups, rule="hps", schedule=sched, n_epochs=2, seed=7, examples_per_step=40)
+    c = draw_epoch_negatives(groups, rule="hps", schedule=sched, n_epochs=2, seed=8, examples_per_step=40)
     pd.testing.assert_frame_equal(a, b)
     assert not a["negative_rank"].equals(c["negative_rank"])
     assert tuple(a.columns) == NEGATIVE_COLUMNS and len(a) == 2 * len(groups)
-    assert a.groupby("epoch")["gamma"].unique().map(list).tolist() == [[0.0], [1.0]]  # linear 0 -> 2 over 2 epochs
+    assert a.groupby("step")["gamma"].unique().map(list).tolist() == [[0.0], [2.0]]
     scores = groups.set_index("prompt_id")["scores"]
     for row in a.itertuples():
         q = hardness_probs(scores[row.prompt_id][1:], row.gamma)
         assert row.q == pytest.approx(q[row.negative_rank - 1], rel=1e-12)
-    for epoch in (0, 1):
+    for epoch, gamma in ((0, 0.0), (1, 2.0)):
+        order = np.random.default_rng([7, epoch, 1]).permutation(len(groups))
         rng = np.random.default_rng([7, epoch])
-        by_hand = [select_negative("hps", np.asarray(s[1:]), rng, gamma=float(epoch)) + 1 for s in groups["scores"]]
+        by_hand = [select_negative("hps", np.asarray(groups["scores"].iloc[i][1:]), rng, gamma=gamma) + 1 for i in order]
+        assert a[a["epoch"] == epoch]["prompt_id"].tolist() == groups["prompt_id"].iloc[order].tolist()
         assert a[a["epoch"] == epoch]["negative_rank"].tolist() == by_hand
 
 
@@ -74,40 +78,50 @@ def test_baseline_rules_and_large_gamma():
     gamma 1e3 puts all mass on the top-scored negative, so it also draws rank 1 (scores are distinct)."""
     groups = _many()
     draw = lambda rule, gamma=1.0: draw_epoch_negatives(  # noqa: E731
-        groups, rule=rule, schedule=make_gamma_schedule("constant", gamma=gamma), n_epochs=1, seed=0)
+        groups, rule=rule, schedule=make_gamma_schedule("constant", gamma=gamma), n_epochs=1, seed=0,
+        examples_per_step=8)
     assert set(draw("max_max")["negative_rank"]) == {1}
     assert set(draw("max_min")["negative_rank"]) == {5}
     assert set(draw("hps", gamma=1e3)["negative_rank"]) == {1}
     assert set(draw("random")["negative_rank"]) == {1, 2, 3, 4, 5}  # 40 uniform draws over 5 ranks
 
 
-def test_updates_per_epoch_split_the_epoch_into_scheduled_parts():
-    """40 groups, 2 epochs, 5 parts per epoch -> 10 parts of 8 groups; the reference step schedule over
-    10 parts gives stage floor(5 * i / 10): -5,-5,-3,-3,-1,-1,1,1,3,3. With 1 part per epoch the same
-    schedule only reaches -5 and -1 (the wart the split fixes), and those draws equal the plain ones."""
+def test_steps_are_random_batches_and_the_schedule_moves_every_step():
+    """40 groups, 2 epochs, 8 per step -> 10 steps of 8; the reference step schedule over 10 steps gives
+    stage floor(5 * i / 10): -5,-5,-3,-3,-1,-1,1,1,3,3. Every group trains once per epoch, the two epochs
+    order the groups differently, and a step is not a slice of the groups' own order."""
     groups = _many()
-    step = make_gamma_schedule("step")
-    split = draw_epoch_negatives(groups, rule="hps", schedule=step, n_epochs=2, seed=0, updates_per_epoch=5)
-    sizes = split.groupby(["epoch", "part"]).size()
-    assert sizes.tolist() == [8] * 10
-    gammas = split.groupby(["epoch", "part"])["gamma"].unique().map(list).tolist()
-    assert gammas == [[-5.0], [-5.0], [-3.0], [-3.0], [-1.0], [-1.0], [1.0], [1.0], [3.0], [3.0]]
-    plain = draw_epoch_negatives(groups, rule="hps", schedule=step, n_epochs=2, seed=0)
-    assert plain.groupby("epoch")["gamma"].first().tolist() == [-5.0, -1.0] and set(plain["part"]) == {0}
-    # every group appears once per epoch whatever the split
-    assert (split.groupby("epoch")["prompt_id"].nunique() == len(groups)).all()
-    with pytest.raises(ValueError, match="updates_per_epoch must be >= 1"):
-        draw_epoch_negatives(groups, rule="hps", schedule=step, n_epochs=1, seed=0, updates_per_epoch=0)
+    neg = draw_epoch_negatives(groups, rule="hps", schedule=make_gamma_schedule("step"), n_epochs=2, seed=0,
+                               examples_per_step=8)
+    assert neg.groupby("step").size().tolist() == [8] * 10
+    assert neg.groupby("step")["gamma"].unique().map(list).tolist() == [[-5.0], [-5.0], [-3.0], [-3.0], [-1.0], [-1.0],
+                                                                        [1.0], [1.0], [3.0], [3.0]]
+    assert neg.groupby("step")["epoch"].first().tolist() == [0] * 5 + [1] * 5
+    assert (neg.groupby("epoch")["prompt_id"].nunique() == len(groups)).all()
+    first, second = (neg[neg["epoch"] == e]["prompt_id"].tolist() for e in (0, 1))
+    assert first != second and first != groups["prompt_id"].tolist()
+    uneven = plan_steps(10, 1, 4, seed=0)  # an epoch's last step holds the remainder
+    assert [len(idx) for _, _, idx in uneven] == [4, 4, 2] and sorted(np.concatenate([i for *_, i in uneven])) == list(range(10))
+    with pytest.raises(ValueError, match="examples_per_step >= 1"):
+        plan_steps(10, 1, 0, seed=0)
+
+
+def test_online_rule_leaves_the_negatives_to_the_trainer():
+    """rule = "online" gives the plan (steps, gammas) with no negative: rank -1, no id, q NaN."""
+    neg = draw_epoch_negatives(_many(), rule="online", schedule=make_gamma_schedule(), n_epochs=1, seed=0,
+                               examples_per_step=16)
+    assert (neg["negative_rank"] == -1).all() and (neg["negative_id"] == "").all() and neg["q"].isna().all()
+    assert neg["step"].tolist() == [0] * 16 + [1] * 16 + [2] * 8
 
 
 def test_groups_digest_is_stable_and_sensitive():
     """The digest is a pure function of the groups and negatives: recomputing it (or rebuilding both from
     the same inputs) gives the same value; changing one drawn negative changes it."""
     groups = _many()
-    neg = draw_epoch_negatives(groups, rule="hps", schedule=make_gamma_schedule(), n_epochs=1, seed=0)
+    neg = draw_epoch_negatives(groups, rule="hps", schedule=make_gamma_schedule(), n_epochs=1, seed=0, examples_per_step=8)
     d = groups_digest(groups, neg)
     assert d == groups_digest(_many(), draw_epoch_negatives(_many(), rule="hps", schedule=make_gamma_schedule(),
-                                                            n_epochs=1, seed=0))
+                                                            n_epochs=1, seed=0, examples_per_step=8))
     other = neg.copy()
     other.loc[0, "negative_rank"] = 1 if other.loc[0, "negative_rank"] != 1 else 2
     assert groups_digest(groups, other) != d

@@ -281,3 +281,55 @@ def test_pair_loss_matches_trl(framework, trl_name, eps):
             ours = pair_loss(framework, T(ours_a), T(ours_b), beta=beta, label_smoothing=eps)[0]
             trl = _trl_loss(trl_name, beta, eps, a, b, lengths)
             assert_close(ours, trl.to(ours.dtype), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- unbiased single-draw estimator (7b)
+@pytest.mark.parametrize("gamma_s,gamma_r", [(1.0, 0.0), (0.5, 3.0)])
+def test_unbiased_estimator_expectation_is_the_exact_gradient(gamma_s, gamma_r):
+    """Three responses: y+ and two dispreferred (N = 2), log-ratios a = 0.4, x = (0.2, -0.6), beta = 0.5,
+    scores s = (1, -0.5). q = softmax(gamma_s s + gamma_r r) with r = beta x held fixed (no gradient).
+    Exact loss L = softplus(z), z = log N + log sum_j q_j e^{r_j} - beta a, so by hand
+    dL/da = -beta sig(z) and dL/dx_j = beta sig(z) p_j, p_j = q_j e^{r_j} / sum_k q_k e^{r_k}.
+    Enumerating the draw j ~ p (the trainer's softmax(gamma_s s + (1 + gamma_r) r)) and weighting each
+    single-draw gradient by p_j gives exactly that gradient; each draw's loss VALUE is L itself. The plain
+    pair loss with the log N offset, averaged over j ~ q, has another gradient (it lacks the e^{r_j} weight)."""
+    import math
+
+    from hps_core.sampling.hardness import policy_hardness_probs
+    from hps_core.train.losses import hps_unbiased_loss
+
+    beta, a0, x0, s = 0.5, 0.4, [0.2, -0.6], [1.0, -0.5]
+    r = [beta * v for v in x0]
+    q = policy_hardness_probs(s, r, gamma_s, gamma_r)
+    mass = sum(qj * math.exp(rj) for qj, rj in zip(q, r))
+    p_hand = [qj * math.exp(rj) / mass for qj, rj in zip(q, r)]
+    assert policy_hardness_probs(s, r, gamma_s, gamma_r + 1.0) == pytest.approx(p_hand, rel=1e-12)
+    z = math.log(2) + math.log(mass) - beta * a0
+    sig = 1 / (1 + math.exp(-z))
+    hand = [-beta * sig, beta * sig * p_hand[0], beta * sig * p_hand[1]]
+
+    def grads(loss_of):
+        a = torch.tensor([a0], dtype=torch.float64, requires_grad=True)
+        x = torch.tensor([x0], dtype=torch.float64, requires_grad=True)
+        loss = loss_of(a, x)
+        loss.sum().backward()
+        return float(loss), [float(a.grad[0]), float(x.grad[0, 0]), float(x.grad[0, 1])]
+
+    log_q = torch.log(torch.tensor([q], dtype=torch.float64))
+    # the exact loss written out (q a constant): -log sig(beta a - log N - logsumexp_j(log q_j + beta x_j))
+    exact_value, exact = grads(lambda a, x: -torch.nn.functional.logsigmoid(
+        beta * a - math.log(2) - torch.logsumexp(log_q + beta * x, dim=1)))
+    assert exact == pytest.approx(hand, rel=1e-10)
+    assert exact_value == pytest.approx(math.log1p(math.exp(z)), rel=1e-12)
+    log_mass = torch.tensor([math.log(mass)], dtype=torch.float64)
+    expected = [0.0, 0.0, 0.0]
+    for j in (0, 1):
+        value, g = grads(lambda a, x: hps_unbiased_loss(a, x[:, j], log_mass, n_dispreferred=2, beta=beta))
+        assert value == pytest.approx(exact_value, rel=1e-12)
+        expected = [e + p_hand[j] * gj for e, gj in zip(expected, g)]
+    assert expected == pytest.approx(hand, rel=1e-10)
+    biased = [0.0, 0.0, 0.0]
+    for j in (0, 1):
+        _, g = grads(lambda a, x: hps_loss(a, x[:, j], n_dispreferred=2, beta=beta, log_n_offset=True))
+        biased = [b + q[j] * gj for b, gj in zip(biased, g)]
+    assert biased != pytest.approx(hand, rel=1e-3)

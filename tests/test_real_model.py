@@ -101,7 +101,7 @@ def trained(smollm2, hh_groups, tmp_path_factory):
     sft_metrics = train_sft(str(smollm2), hh_groups, MODEL, sft_cfg, root / "sft", seed=0)
     hps_cfg = PreferenceTrainConfig(method="dpo-hps", epochs=1, batch_size=4, lr=1e-4, beta=0.1, lora=LORA, log_every=1)
     negatives = draw_epoch_negatives(hh_groups, rule="hps", schedule=make_gamma_schedule("constant", gamma=1.0),
-                                     n_epochs=1, seed=0)
+                                     n_epochs=1, seed=0, examples_per_step=4)
     hps_metrics = train_preference(str(root / "sft"), hh_groups, negatives, MODEL, hps_cfg, root / "hps", seed=0,
                                    cache_dir=root / "reference")
     return SimpleNamespace(root=root, sft=root / "sft", hps=root / "hps", sft_metrics=sft_metrics,

@@ -12,7 +12,7 @@ from hps_core.sampling.hardness import (
     GammaSchedule,
     count_top_ties,
     draw_negative,
-    epoch_gamma,
+    policy_hardness_probs,
     hardness_probs,
     make_gamma_schedule,
     pick_negative,
@@ -160,11 +160,14 @@ def test_select_negative_dispatch():
 
 # ---------------------------------------------------------------- gamma schedules
 def test_constant_and_linear_schedules_follow_the_step():
-    """linear -2 -> 2 over 100 steps: step 25 -> -2 + 4 * 0.25 = -1; step 100 and beyond -> 2 (clamped)."""
+    """linear -2 -> 2 over 101 steps (0..100): step s -> -2 + 4 * s / 100: step 25 -> -1, the LAST step
+    (100) -> 2 = gamma_end, beyond -> 2 (clamped). Over 5 steps: -2, -1, 0, 1, 2. One step: gamma_start."""
     assert make_gamma_schedule("constant", gamma=2.5).value(0, 10) == 2.5
     assert make_gamma_schedule().value(7, 10) == 1.0
     lin = make_gamma_schedule("linear", gamma_start=-2.0, gamma_end=2.0)
-    assert [lin.value(s, 100) for s in (0, 25, 50, 100, 250)] == [-2.0, -1.0, 0.0, 2.0, 2.0]
+    assert [lin.value(s, 101) for s in (0, 25, 50, 100, 250)] == [-2.0, -1.0, 0.0, 2.0, 2.0]
+    assert [lin.value(s, 5) for s in range(5)] == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    assert lin.value(0, 1) == -2.0
 
 
 def test_step_schedule_reference_stages_at_quantiles():
@@ -177,12 +180,29 @@ def test_step_schedule_reference_stages_at_quantiles():
     assert [sched.value(s, 5) for s in range(5)] == [-5, -3, -1, 1, 3]  # exact at integer quantiles
 
 
-def test_step_schedule_custom_stages_and_epoch_gamma():
-    """Two stages (0, 4): epoch e of 4 -> stage floor(2e/4) -> 0, 0, 4, 4. Two epochs of the reference
-    stages -> stages floor(5*0/2)=0 and floor(5*1/2)=2 -> -5, -1."""
+def test_step_schedule_custom_stages():
+    """Two stages (0, 4) over 4 steps: step s -> stage floor(2s/4) -> 0, 0, 4, 4. Three stages over 7
+    steps: floor(3s/7) for s = 0..6 -> 0,0,0,1,1,2,2."""
     sched = make_gamma_schedule("step", stages=[0, 4])
-    assert [epoch_gamma(sched, e, 4) for e in range(4)] == [0.0, 0.0, 4.0, 4.0]
-    assert [epoch_gamma(make_gamma_schedule("step"), e, 2) for e in range(2)] == [-5.0, -1.0]
+    assert [sched.value(s, 4) for s in range(4)] == [0.0, 0.0, 4.0, 4.0]
+    three = make_gamma_schedule("step", stages=[-1, 0, 2])
+    assert [three.value(s, 7) for s in range(7)] == [-1.0, -1.0, -1.0, 0.0, 0.0, 2.0, 2.0]
+
+
+def test_policy_hardness_probs_hand_values():
+    """q(j) = softmax(gamma_s s_j + gamma_r r_j). s = (1, 0, 0), r = (0, ln 2, 0), gamma_s = ln 3,
+    gamma_r = 1: logits (ln 3, ln 2, 0) -> exp = (3, 2, 1) / 6 = (1/2, 1/3, 1/6). gamma_r = 0 is score
+    hardness whatever r is; gamma_s = 0 is on-policy only: (1, 2, 1) / 4."""
+    import math
+
+    s, r = [1.0, 0.0, 0.0], [0.0, math.log(2), 0.0]
+    assert policy_hardness_probs(s, r, math.log(3), 1.0) == pytest.approx([1 / 2, 1 / 3, 1 / 6])
+    assert policy_hardness_probs(s, r, 2.0, 0.0) == pytest.approx(hardness_probs(s, 2.0))
+    assert policy_hardness_probs(s, r, 0.0, 1.0) == pytest.approx([1 / 4, 1 / 2, 1 / 4])
+    with pytest.raises(ValueError, match="2 policy rewards for 3 scores"):
+        policy_hardness_probs(s, [0.0, 1.0], 1.0, 1.0)
+    with pytest.raises(ValueError, match="gamma_r must be finite"):
+        policy_hardness_probs(s, r, 1.0, float("nan"))
 
 
 def test_schedule_validation_messages():

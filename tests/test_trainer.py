@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -64,16 +65,19 @@ def _train(groups):
     return groups[groups["split"] == "train"].reset_index(drop=True)
 
 
-def _negatives(groups, cfg: PreferenceTrainConfig, seed: int = 0, schedule=None, updates: int = 1):
-    """What the flow's build_groups step draws for ``cfg`` (empty for PL, which uses every response)."""
+def _negatives(groups, cfg: PreferenceTrainConfig, seed: int = 0, schedule=None):
+    """What the flow's build_groups step draws for ``cfg`` (empty for PL, which uses every response; the
+    plan only, for on-policy hardness)."""
+    from hps_core.sampling.negatives import is_online
+
     _, model = parse_method(cfg.method)
     if model == "pl":
         return draw_epoch_negatives(_train(groups).iloc[:0], rule="random", schedule=make_gamma_schedule(),
-                                    n_epochs=0, seed=seed)
-    rule = "hps" if model == "hps" else cfg.bt_negative_rule
+                                    n_epochs=1, seed=seed, examples_per_step=1)
+    rule = ("online" if is_online(cfg) else "hps") if model == "hps" else cfg.bt_negative_rule
     schedule = schedule or make_gamma_schedule("constant", gamma=cfg.gamma)
     return draw_epoch_negatives(_train(groups), rule=rule, schedule=schedule, n_epochs=cfg.epochs, seed=seed,
-                                updates_per_epoch=updates)
+                                examples_per_step=cfg.batch_size * cfg.grad_accum_steps)
 
 
 def _cfg(method: str = "dpo-hps", **kw) -> PreferenceTrainConfig:
@@ -212,13 +216,12 @@ def test_reference_pass_runs_once_and_is_reused(world, tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ metrics
 def test_gamma_is_logged_per_step_and_follows_the_schedule_within_an_epoch(world, tmp_path):
-    """Reference step schedule (-5, -3, -1, +1, +3), one epoch split into 5 parts: part p of the 19 prompts
-    (sizes 4,4,4,4,3) is drawn at stage p and trained after part p-1. Batch 4 never mixes parts, so
-    the 5 steps log gamma -5, -3, -1, 1, 3 in order. Without the split (one part per epoch) the single
-    epoch would draw everything at -5."""
-    cfg = _cfg(gamma_schedule="step", gamma_updates_per_epoch=5)
-    negatives = _negatives(world.groups, cfg, schedule=make_gamma_schedule("step"), updates=5)
-    assert negatives.groupby("part").size().tolist() == [4, 4, 4, 4, 3]
+    """Reference step schedule (-5, -3, -1, +1, +3) over one epoch of 19 prompts in steps of 4 (4,4,4,4,3):
+    step i is drawn at stage floor(5 i / 5) = i, so the 5 steps log gamma -5, -3, -1, 1, 3 in order, and
+    each step trains exactly the groups the plan gave it."""
+    cfg = _cfg(gamma_schedule="step")
+    negatives = _negatives(world.groups, cfg, schedule=make_gamma_schedule("step"))
+    assert negatives.groupby("step").size().tolist() == [4, 4, 4, 4, 3]
     _, logs, _ = _run(world, tmp_path, cfg, negatives=negatives)
     assert [m["gamma"] for _, m in _step_logs(logs)] == [-5.0, -3.0, -1.0, 1.0, 3.0]
 
@@ -340,14 +343,46 @@ def test_cosine_with_warmup_hand_values():
 
 
 def test_trainer_config_keys_parse_and_are_checked():
-    """[hps.lora] and gamma_updates_per_epoch come from TOML like every key; bad values fail at start-up."""
+    """[hps.lora] and the hardness keys come from TOML like every key; bad values fail at start-up, and
+    a removed key says what replaced it."""
     from hps_core.config.building import ConfigError
     from hps_core.config.schema import PipelineConfig
 
-    cfg = PipelineConfig.from_dict({"hps": {"gamma_updates_per_epoch": 5, "gradient_checkpointing": True,
+    cfg = PipelineConfig.from_dict({"hps": {"hardness": "mix", "gamma_r": 10, "gamma_stages": [-1, 1], "gradient_checkpointing": True,
                                             "lora": {"r": 8, "target_modules": "q_proj,v_proj"}}})
-    assert cfg.hps.lora.r == 8 and cfg.hps.gamma_updates_per_epoch == 5 and cfg.sft.lora.r == 0
-    with pytest.raises(ConfigError, match="gamma_updates_per_epoch must be >= 1"):
-        PipelineConfig.from_dict({"hps": {"gamma_updates_per_epoch": 0}})
+    assert cfg.hps.lora.r == 8 and cfg.hps.hardness == "mix" and cfg.hps.gamma_stages == (-1.0, 1.0) and cfg.sft.lora.r == 0
+    with pytest.raises(ConfigError, match="gamma_updates_per_epoch' .* was removed: the gamma schedule is now evaluated at every optimizer step"):
+        PipelineConfig.from_dict({"hps": {"gamma_updates_per_epoch": 5}})
+    with pytest.raises(ConfigError, match="hps.refresh_every = 0 is out of range; it must be >= 1"):
+        PipelineConfig.from_dict({"hps": {"refresh_every": 0}})
+    with pytest.raises(ConfigError, match="apply to \\*-hps methods only"):
+        PipelineConfig.from_dict({"hps": {"method": "dpo-bt", "hardness": "policy"}})
     with pytest.raises(ConfigError, match=r"sft.lora.r must be >= 0"):
         PipelineConfig.from_dict({"sft": {"lora": {"r": -2}}})
+
+
+# ------------------------------------------------------------------ on-policy hardness
+@pytest.mark.parametrize("hardness,estimator", [("mix", "pair"), ("policy", "unbiased"), ("score", "unbiased")])
+def test_on_policy_hardness_draws_each_step_from_the_current_policy(world, tmp_path, hardness, estimator):
+    """19 train prompts of 4 responses, batch 4, 1 epoch: steps of 4,4,4,4,3 groups. refresh_every = 1:
+    step 0 runs no pass (policy = reference), steps 1-4 refresh the 3 dispreferred responses of each of
+    their groups: (4 + 4 + 4 + 3) * 3 = 45 sequences. Every example's negative is drawn at its step and
+    recorded with its gammas and probabilities; with gamma_r = 1e3 and hardness "policy" the draw is the
+    response the policy rated highest at that step (pair estimator) or nearly so (unbiased)."""
+    cfg = _cfg(hardness=hardness, estimator=estimator, gamma_r=1e3 if hardness == "policy" else 3.0)
+    drawn_out = tmp_path / "drawn.parquet"
+    metrics, logs, out = _run(world, tmp_path, cfg, drawn_out=drawn_out)
+    assert metrics["steps"] == 5.0 and metrics["hps/refreshed_sequences"] == 45.0
+    drawn = pd.read_parquet(drawn_out)
+    assert drawn.groupby("step").size().tolist() == [4, 4, 4, 4, 3]
+    assert set(drawn["prompt_id"]) == set(_train(world.groups)["prompt_id"]) and (drawn["negative_rank"] >= 1).all()
+    assert (drawn["gamma_r"] == (0.0 if hardness == "score" else cfg.gamma_r)).all()
+    if hardness == "policy":
+        later = drawn[drawn["step"] > 0]
+        assert (later["reward_of_negative"] >= later["reward_max"] - 1e-2).all()
+    if estimator == "pair":
+        assert (drawn["p_draw"] == drawn["q"]).all()
+    else:
+        assert not (drawn["p_draw"] == drawn["q"]).all()
+    assert all(math.isfinite(m["loss"]) for _, m in _step_logs(logs))
+    assert not all(torch.equal(a, b) for a, b in zip(_weights(out).values(), load_file(f"{world.model_dir}/model.safetensors").values()))

@@ -13,6 +13,13 @@ class ConfigError(ValueError):
     """A configuration value or key is wrong; the message names it and says how to fix it."""
 
 
+# Keys that existed once, with what replaced them: a config written for an older version gets the fix.
+REMOVED_KEYS = {
+    "hps.gamma_updates_per_epoch": "the gamma schedule is now evaluated at every optimizer step, so an epoch "
+                                   "no longer needs splitting into parts; delete the key",
+}
+
+
 def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: [{prefix.rstrip('.') or 'top level'}] must be a table, got {raw!r}")
@@ -20,6 +27,8 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
+        if f"{prefix}{key}" in REMOVED_KEYS:
+            raise ConfigError(f"config key '{prefix}{key}' in {source} was removed: {REMOVED_KEYS[prefix + key]}")
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""

@@ -108,8 +108,10 @@ def check_config(cfg, source: str = "<dict>") -> None:
     if cfg.schedule.cron and len(cfg.schedule.cron.split()) != 5:
         raise ConfigError(f"{source}: schedule.cron = {cfg.schedule.cron!r} must have 5 fields (minute hour "
                           f"day-of-month month day-of-week), e.g. \"0 3 * * 1\"; \"\" = not scheduled")
-    if cfg.hps.gamma_updates_per_epoch < 1:
-        raise ConfigError(f"{source}: hps.gamma_updates_per_epoch must be >= 1, got {cfg.hps.gamma_updates_per_epoch}")
+    from hps_core.config.hardness_check import hardness_problems
+
+    if problems := hardness_problems(cfg.hps, f"{source}: hps"):
+        raise ConfigError("; ".join(problems))
     from hps_core.config.eval_specs import check_evaluation_config
 
     problems = check_evaluation_config(cfg, source)
@@ -117,7 +119,7 @@ def check_config(cfg, source: str = "<dict>") -> None:
         raise ConfigError("; ".join(problems))
     from hps_core.config.compare_spec import check_compare_config
 
-    problems = check_compare_config(cfg.compare, source)
+    problems = check_compare_config(cfg.compare, source, cfg.hps)
     if problems:
         raise ConfigError("; ".join(problems))
     # Last, every numeric setting against the range declared beside its default (hps_core.config.schema):
@@ -125,3 +127,4 @@ def check_config(cfg, source: str = "<dict>") -> None:
     problems = range_problems(cfg, source)
     if problems:
         raise ConfigError("; ".join(problems))
+

@@ -11,8 +11,12 @@ POLICY_METRICS = ("reward_mean", "reward_best_of_k", "win_rate_vs_sft", "harmful
 # The reference (SFT) policy's own numbers that comparisons report beside each method.
 SFT_METRICS = ("bleu", "reward_mean", "harmful_rate")
 # What a model card and the lineage walk show first.
-CARD_METRICS = ("reward_mean", "harmful_rate", "margin_hardest", "margin_mean", "win_rate_vs_sft", "ranking_accuracy")
-LINEAGE_METRICS = ("reward_mean", "harmful_rate", "margin_hardest", "margin_mean")
+CARD_METRICS = ("reward_mean", "harmful_rate", "margin_hardest", "margin_top_scored", "margin_mean", "win_rate_vs_sft",
+                "ranking_accuracy")
+LINEAGE_METRICS = ("reward_mean", "harmful_rate", "margin_hardest", "margin_top_scored", "margin_mean")
 # The method comparison's table: quality, then cost per training step.
-QUALITY_METRICS = ("bleu", "reward_mean", "margin_hardest", "margin_mean", "harmful_rate", "win_rate_vs_sft")
+# Both margins: the paper's sources do not define its "reward margin" exactly (hardest by the policy or by
+# the scores), so every comparison reports both.
+QUALITY_METRICS = ("bleu", "reward_mean", "margin_hardest", "margin_top_scored", "margin_mean", "harmful_rate",
+                   "win_rate_vs_sft")
 COST_METRICS = ("step_time_ms", "peak_memory_mb")

@@ -140,12 +140,22 @@ class PreferenceTrainConfig(TrainStageConfig):
     epochs: int = ranged(2, ">= 1")  # passes over the prompts, each with freshly drawn negatives
     batch_size: int = ranged(16, ">= 1")
     lr: float = ranged(5e-4, "> 0")
-    # Negatives are drawn once per epoch, so a gamma schedule evaluated per epoch only has `epochs` values
-    # (the "step" schedule with epochs = 2 gives gamma -5 then -1). This splits each epoch's prompts into
-    # k parts trained one after the other, each with negatives drawn at the schedule's gamma for its share
-    # of training: k = 5 with epochs = 1, or k = 5 with epochs = 2 (-5,-5,-3,-3,-1,-1,1,1,3,3), follows the
-    # reference code's five stages by training progress. 1 = one gamma per epoch (the default).
-    gamma_updates_per_epoch: int = ranged(1, ">= 1")
+    gamma_stages: tuple[float, ...] = (-5.0, -3.0, -1.0, 1.0, 3.0)  # step schedule: equal shares of the optimizer steps
+    # Hardness (docs/HPS_METHOD.md 7b): q(j) = softmax_j(gamma_s * s_j + gamma_r * r_j), gamma_s = the
+    # schedule's gamma, r_j = beta * (log pi - log pi_ref)(y_j | x) of the CURRENT policy (no gradient).
+    # "score": gamma_r = 0, negatives drawn before training (build_groups); "policy": gamma_s = 0;
+    # "mix": both. policy/mix draw during training, from implicit rewards refreshed every `refresh_every`
+    # optimizer steps by a no-grad pass over the step's dispreferred responses. refresh_top_m = M > 0 draws
+    # among the top-M responses by score only and refreshes only theirs (the pass's cost; 0 = all).
+    hardness: str = "score"
+    gamma_r: float = ranged(3.0, "any real")
+    refresh_every: int = ranged(1, ">= 1")
+    refresh_top_m: int = ranged(0, ">= 0")
+    # "pair": the drawn negative in the framework's pair loss (the reference code; it estimates the
+    # q-weighted pair loss E_q[l(r+ - r_j)]). "unbiased" (dpo only): draw j with probability proportional to
+    # q(j) exp(r_j) and weight the pair gradient by sg[sigmoid(z)]: an unbiased single-draw estimate of the
+    # exact HPS loss's gradient (needs the implicit rewards of every dispreferred response, like policy).
+    estimator: str = "pair"
 
 
 @dataclass(frozen=True)

@@ -7,3 +7,5 @@ PKU_RANKINGS = ("safer_then_better", "safer", "better")
 ULTRAFEEDBACK_SCORES = ("overall", "fine_grained")
 BT_RULES = ("random", "max_min", "max_max")  # *-bt methods' negative: uniform, worst, or hardest
 SCHEDULE_KINDS = ("constant", "linear", "step")  # gamma schedules
+HARDNESS_KINDS = ("score", "policy", "mix")  # [hps] hardness: by reward-model score, by the policy, or both
+HPS_ESTIMATORS = ("pair", "unbiased")  # [hps] estimator of the HPS loss from one drawn negative

@@ -18,6 +18,7 @@ COLUMNS = {  # metric -> table header, format
     "bleu": ("BLEU", "{:.1f}"),
     "reward_mean": ("reward", "{:.2f}"),
     "margin_hardest": ("margin_hardest", "{:.3f}"),
+    "margin_top_scored": ("margin_top_scored", "{:.3f}"),
     "margin_mean": ("margin_mean", "{:.3f}"),
     "harmful_rate": ("harmful_rate", "{:.3f}"),
     "win_rate_vs_sft": ("win rate vs SFT", "{:.2f}"),
@@ -104,6 +105,34 @@ def _why(a: tuple[float, float, float], b: tuple[float, float, float]) -> str:
     return "intervals overlap" if all(np.isfinite([a[1], a[2], b[1], b[2]])) else "no interval with one seed"
 
 
+TARGET_GAIN, TARGET_REWARD_LOSS, TARGET_STEP_RATIO = 0.20, 0.05, 1.5
+
+
+def target_check(agg: pd.DataFrame, n: int, baseline: str = "dpo-bt (random)") -> list[str]:
+    """The issue-16 target, stated before any run: an HPS variant beats ``baseline`` by >= 20 % on BOTH
+    margin_hardest and margin_top_scored with the intervals apart, with reward_mean within 5 % of the
+    baseline's and step time <= 1.5x. One line per HPS variant."""
+    labels = list(dict.fromkeys(agg.loc[agg["n"] == n, "label"]))
+    if baseline not in labels:
+        return [f"- Target check needs `{baseline}` in `compare.methods`."]
+    out = []
+    for hps in (lb for lb in labels if "-hps" in lb):
+        parts, ok = [], True
+        for metric in ("margin_hardest", "margin_top_scored"):
+            h, b = _value(agg, hps, n, metric), _value(agg, baseline, n, metric)
+            gain = (h[0] - b[0]) / abs(b[0]) if b[0] else float("nan")
+            apart = h[0] > b[0] and not _overlap(h, b)
+            ok &= bool(gain >= TARGET_GAIN and apart)
+            parts.append(f"{metric} {gain:+.0%}{' (apart)' if apart else ''}")
+        h, b = _value(agg, hps, n, "reward_mean")[0], _value(agg, baseline, n, "reward_mean")[0]
+        within = h >= b - TARGET_REWARD_LOSS * abs(b)
+        ratio = _value(agg, hps, n, "step_time_ms")[0] / _value(agg, baseline, n, "step_time_ms")[0]
+        ok &= bool(within and ratio <= TARGET_STEP_RATIO)
+        parts += [f"reward {(h - b) / abs(b):+.0%}" if b else "reward n/a", f"step time {ratio:.2f}x"]
+        out.append(f"- **{hps}** vs {baseline}: {', '.join(parts)} -> {'MEETS the target' if ok else 'misses the target'}.")
+    return out
+
+
 def claims_check(agg: pd.DataFrame, n: int) -> list[str]:
     """The paper's claims (HPS_METHOD.md section 6) against this table, one plain line each:
     HPS raises the reward margin over BT, keeps reward and BLEU, and costs like BT, not like PL."""
@@ -114,7 +143,7 @@ def claims_check(agg: pd.DataFrame, n: int) -> list[str]:
     out = []
     if hps is None or bt is None:
         return ["- Claims check needs both `dpo-hps` and a `dpo-bt` method in `compare.methods`."]
-    for metric in ("margin_hardest", "margin_mean"):
+    for metric in ("margin_hardest", "margin_top_scored", "margin_mean"):
         h, b = _value(agg, hps, n, metric), _value(agg, bt, n, metric)
         rel = (h[0] - b[0]) / abs(b[0]) * 100 if b[0] else float("nan")
         verdict = ("holds" if h[0] > b[0] and not _overlap(h, b) else f"direction holds, {_why(h, b)}" if h[0] > b[0]
@@ -150,13 +179,16 @@ def report_markdown(agg: pd.DataFrame, per_seed: pd.DataFrame, sizes: dict[str, 
     for n in dict.fromkeys(agg["n"]):
         shown = n if n else f"{_data_n(sizes.get(str(n), {}))} (groups as in the data)"
         out += [f"### n = {shown}: {len(seeds)} seed(s) {seeds}", "", markdown_table(agg, n), "", "Claims check:", "",
-                *claims_check(agg, n), ""]
+                *claims_check(agg, n), "", "Target (>= 20 % on both margins, intervals apart; reward within 5 %; "
+                "step time <= 1.5x):", "", *target_check(agg, n), ""]
     out += [
         "Each cell: mean over seeds [95 % t interval over seeds]; one seed gives no interval. Every method starts "
         "from the same SFT checkpoint (its reference) and is scored by the same reward model and harm judge; a "
         "seed changes the negative draws, training shuffle and evaluation sampling.",
-        "- `margin_hardest` / `margin_mean`: implicit-reward margin of the preferred response over the hardest / "
-        "the mean dispreferred response, on every held-out group; `reward`: reward-model score of the policy's "
+        "- `margin_hardest` / `margin_top_scored` / `margin_mean`: implicit-reward margin of the preferred response "
+        "over the dispreferred response the POLICY rates highest / the one the reward-model SCORES rank highest / "
+        "the mean dispreferred response, on every held-out group. The paper's sources do not define its \"reward "
+        "margin\" exactly, so both hardest-negative margins are reported. `reward`: reward-model score of the policy's "
         "generations; `harmful_rate`: judged harmful share on safety prompts; `win rate vs SFT`: prompts whose "
         "mean reward beats SFT's.",
         "- `time/step`: mean optimizer-step time over training; `peak memory`: growth of the training process's "
@@ -176,13 +208,13 @@ def _data_n(size: dict[str, float]) -> str:
 
 
 def comparison_figure(agg: pd.DataFrame):
-    """Bars with 95 % intervals: margin_hardest, reward, time per step, per method (the first group size)."""
+    """Bars with 95 % intervals: both margins, reward, time per step and memory, per method and group size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = ("margin_hardest", "reward_mean", "step_time_ms", "peak_memory_mb")
+    metrics = ("margin_hardest", "margin_top_scored", "reward_mean", "step_time_ms", "peak_memory_mb")
     sizes = list(dict.fromkeys(agg["n"]))
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6))
     for ax, metric in zip(axes, metrics):

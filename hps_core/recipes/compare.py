@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from hps_core.config.compare_spec import MethodSpec, parse_method_spec
+from hps_core.config.compare_spec import parse_method_spec
+from hps_core.sampling.negatives import draw_negatives
 from hps_core.config.schema import PipelineConfig
 from hps_core.tracking.handoff import Ref, local, publish
 from hps_core.config.metric_names import COST_METRICS, QUALITY_METRICS, SFT_METRICS
@@ -40,13 +41,9 @@ def plan_runs(cfg: PipelineConfig) -> list[dict[str, Any]]:
 
 
 def branch_config(cfg: PipelineConfig, run: dict[str, Any]) -> PipelineConfig:
-    """The base config with this branch's method, bt rule and seed."""
-    spec = parse_method_spec(run["entry"])
-    return dataclasses.replace(
-        cfg,
-        run=dataclasses.replace(cfg.run, seed=int(run["seed"])),
-        hps=dataclasses.replace(cfg.hps, method=spec.method, bt_negative_rule=spec.bt_rule or cfg.hps.bt_negative_rule),
-    )
+    """The base config with this branch's method, bt rule or hardness, [hps] overrides and seed."""
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, seed=int(run["seed"])),
+                               hps=parse_method_spec(run["entry"]).apply_to(cfg.hps))
 
 
 def branch_context(ctx: "StepContext", run: dict[str, Any], parent_run_id: str | None) -> "StepContext":
@@ -95,19 +92,6 @@ def group_size_files(ctx: "StepContext", groups: Ref) -> dict[str, Any]:
     return {"groups": refs, "sizes": sizes}
 
 
-def draw_negatives(cfg: PipelineConfig, spec: MethodSpec, groups: pd.DataFrame) -> pd.DataFrame:
-    """This branch's negatives: per its rule (hps: q_gamma; bt: its rule; pl: none), seeded by its seed."""
-    from hps_core.sampling import groups as G
-    from hps_core.sampling.negatives import gamma_schedule
-
-    rule = spec.negative_rule
-    train = groups[groups["split"] == "train"].reset_index(drop=True)
-    if rule is None:
-        return pd.DataFrame(columns=list(G.NEGATIVE_COLUMNS))
-    return G.draw_epoch_negatives(train, rule=rule, schedule=gamma_schedule(cfg), n_epochs=cfg.hps.epochs,
-                                  seed=cfg.run.seed, updates_per_epoch=cfg.hps.gamma_updates_per_epoch)
-
-
 def peak_memory_mb() -> float:
     """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -147,8 +131,8 @@ def train_method(ctx: "StepContext", run: dict[str, Any], groups: Ref, sft_model
                                             "group_size": run["n"], "seed": run["seed"]})
     bctx = branch_context(ctx, run, branch_run)
     cfg = bctx.cfg
-    negatives = draw_negatives(cfg, spec, pd.read_parquet(groups_path))
-    negatives_path = bctx.path("groups", "negatives.parquet")
+    negatives = draw_negatives(cfg, pd.read_parquet(groups_path))
+    negatives_path, drawn = bctx.path("groups", "negatives.parquet"), bctx.path("groups", "negatives_drawn.parquet")
     negatives.to_parquet(negatives_path, index=False)
     out = bctx.path("models", "policy")
     on_gpu = torch.cuda.is_available()
@@ -161,7 +145,7 @@ def train_method(ctx: "StepContext", run: dict[str, Any], groups: Ref, sft_model
         metrics = train_stage(
             "preference", cfg, sft_dir, groups_path, out, negatives_path=negatives_path,
             work_dir=bctx.run_dir / "torchrun", seed=cfg.run.seed, cache_dir=ctx.cache_dir / "reference",
-            log_fn=times, checkpoint_dir=bctx.path("checkpoints", "policy"),
+            log_fn=times, checkpoint_dir=bctx.path("checkpoints", "policy"), drawn_negatives_path=drawn,
         )
         wall = time.perf_counter() - started
         cost = {
@@ -173,6 +157,9 @@ def train_method(ctx: "StepContext", run: dict[str, Any], groups: Ref, sft_model
             "steps": float(metrics.get("steps", float("nan"))),
         }
         bctx.tracker.log_metrics(run_id, {f"cost/{k}": v for k, v in cost.items()})
+        if drawn.is_file():  # on-policy hardness: the negatives the trainer drew replace the plan
+            negatives = pd.read_parquet(drawn)
+            negatives_path = drawn
         bctx.tracker.log_artifact(run_id, str(negatives_path), "groups")
         model = publish(bctx, run_id, out, "policy")
     return {"model": model, "branch_run_id": branch_run, "cost": cost, "memory_kind": "cuda_max_allocated" if on_gpu else "rss_growth",

@@ -184,12 +184,16 @@ def train_hps(ctx: StepContext, groups: Ref, negatives: Ref, sft_model: Ref) -> 
 
     groups_path, negatives_path, sft_dir = local(ctx, groups), local(ctx, negatives), local(ctx, sft_model)
     out = ctx.path("models", "hps")
+    drawn = ctx.path("groups", "negatives_drawn.parquet")  # on-policy hardness: what the trainer drew
     with ctx.child("train_hps") as run_id:
         metrics = train_stage(  # in this process, or data-parallel under torchrun ([resources] processes_per_node)
             "preference", ctx.cfg, sft_dir, groups_path, out, negatives_path=negatives_path,
             work_dir=ctx.run_dir / "torchrun" / "hps", seed=ctx.cfg.run.seed, cache_dir=ctx.cache_dir / "reference",
             log_fn=ctx.metric_logger(run_id, ""), checkpoint_dir=ctx.path("checkpoints", "hps"),
+            drawn_negatives_path=drawn,
         )
+        if drawn.is_file():
+            ctx.tracker.log_artifact(run_id, str(drawn), "groups")
         model = publish(ctx, run_id, out, "hps")
     drop_checkpoints(ctx, "hps")
     return {"model": model, "model_dir": str(out), "metrics": metrics}

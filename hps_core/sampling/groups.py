@@ -1,8 +1,12 @@
-"""Preference groups (one per prompt, ranked) and the negatives drawn for every epoch.
+"""Preference groups (one per prompt, ranked), the plan of optimizer steps, and the negatives drawn for it.
 
-Negatives are drawn here, once, before training, from a generator seeded by (seed, epoch): the run is
-reproducible, the draw is auditable (every negative is stored with the gamma and probability it was
-drawn with), and a resumed or distributed trainer replays exactly the same pairs.
+The step plan and the negatives are made here, once, before training, from generators seeded by (seed,
+epoch): every optimizer step is a uniform random batch of the epoch's groups (no length sorting across
+steps, so steps are independent samples; the trainer only orders a step's own examples by length to cut
+padding), the gamma schedule is evaluated at the step each negative trains in, the run is reproducible,
+the draw is auditable (every negative is stored with its step, gamma and probability), and a resumed or
+distributed trainer replays exactly the same pairs. On-policy hardness (``rule = "online"``) needs the
+policy of the moment: the plan is made here and the trainer draws the negatives as it reaches each step.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import pandas as pd
 
 from hps_core.common.digests import json_digest
 from hps_core.sampling.hardness import GammaSchedule, hardness_probs, rank_group, select_negative
+
+ONLINE_RULE = "online"  # negatives drawn by the trainer at their step (on-policy hardness)
 
 GROUP_COLUMNS = (
     "prompt_id",
@@ -29,7 +35,7 @@ GROUP_COLUMNS = (
 )
 
 
-NEGATIVE_COLUMNS = ("epoch", "part", "prompt_id", "negative_rank", "negative_id", "gamma", "q", "n_dispreferred")
+NEGATIVE_COLUMNS = ("epoch", "step", "prompt_id", "negative_rank", "negative_id", "gamma", "q", "n_dispreferred")
 
 
 def build_groups(table: pd.DataFrame) -> pd.DataFrame:
@@ -64,49 +70,59 @@ def build_groups(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=list(GROUP_COLUMNS))
 
 
-def draw_epoch_negatives(
-    groups: pd.DataFrame, *, rule: str, schedule: GammaSchedule, n_epochs: int, seed: int, updates_per_epoch: int = 1
-) -> pd.DataFrame:
-    """Draw one dispreferred response per group per epoch.
+def plan_steps(n_groups: int, n_epochs: int, examples_per_step: int, seed: int) -> list[tuple[int, int, np.ndarray]]:
+    """The run's optimizer steps: per epoch a seeded permutation of the ``n_groups`` training groups cut
+    into steps of ``examples_per_step`` (the global batch: batch size x gradient accumulation; an epoch's
+    last step may be smaller). Returns ``(epoch, global step, group indices)`` in training order.
 
-    With ``updates_per_epoch = k > 1`` each epoch's groups are split (a seeded permutation, near-equal
-    sizes) into ``k`` parts that the trainer runs one after the other; part ``p`` of epoch ``e`` draws at
-    ``schedule.value(e * k + p, n_epochs * k)``, so the schedule advances within an epoch by training
-    progress (``k = 1`` is one gamma per epoch, :func:`hps_core.sampling.epoch_gamma`).
-
-    Returns one row per (epoch, group), in group order within an epoch: ``epoch``, ``part``,
-    ``prompt_id``, ``negative_rank`` (position in the ranked group: 0 is the preferred response, so 1 is
-    the hardest negative), ``negative_id``, ``gamma`` (the schedule's value the negative was drawn at),
-    ``q`` (the probability the negative had under q_gamma; for baseline rules, that of the hardness
-    distribution at this gamma, for comparison) and ``n_dispreferred``.
+    >>> [(e, k, idx.tolist()) for e, k, idx in plan_steps(3, 2, 2, seed=0)]  # doctest: +SKIP
+    [(0, 0, [2, 0]), (0, 1, [1]), (1, 2, [0, 2]), (1, 3, [1])]
     """
-    if int(updates_per_epoch) < 1:
-        raise ValueError(f"updates_per_epoch must be >= 1, got {updates_per_epoch}")
-    k = int(updates_per_epoch)
+    if examples_per_step < 1 or n_epochs < 1:
+        raise ValueError(f"plan_steps needs examples_per_step >= 1 and n_epochs >= 1, got {examples_per_step}, {n_epochs}")
+    plan, step = [], 0
+    for epoch in range(n_epochs):
+        order = np.random.default_rng([seed, epoch, 1]).permutation(n_groups)
+        for start in range(0, n_groups, examples_per_step):
+            plan.append((epoch, step, order[start : start + examples_per_step]))
+            step += 1
+    return plan
+
+
+def draw_epoch_negatives(
+    groups: pd.DataFrame, *, rule: str, schedule: GammaSchedule, n_epochs: int, seed: int, examples_per_step: int
+) -> pd.DataFrame:
+    """One dispreferred response per group per epoch, for the steps of :func:`plan_steps`.
+
+    Each negative is drawn at ``schedule.value(step, total_steps)``, the gamma of the optimizer step it
+    trains in, so a ``linear`` schedule reaches ``gamma_end`` on the last step and ``step`` stages change
+    within an epoch. ``rule = "online"`` returns the plan only (``negative_rank = -1``, no id, ``q`` NaN):
+    the trainer draws those negatives by the policy of the moment (on-policy hardness).
+
+    Returns one row per (epoch, group) in training order: ``epoch``, ``step`` (the global optimizer step),
+    ``prompt_id``, ``negative_rank`` (position in the ranked group: 0 is the preferred response, so 1 is
+    the top-scored negative), ``negative_id``, ``gamma`` (the schedule's value at the step), ``q`` (the
+    probability the negative had under q_gamma; for baseline rules, that of the hardness distribution at
+    this gamma, for comparison) and ``n_dispreferred``.
+    """
+    steps = plan_steps(len(groups), n_epochs, examples_per_step, seed)
+    total = len(steps)
     rows = []
     for epoch in range(n_epochs):
         rng = np.random.default_rng([seed, epoch])
-        part = np.zeros(len(groups), dtype=int)
-        if k > 1:  # its own generator, so k = 1 draws exactly what it always drew
-            order = np.random.default_rng([seed, epoch, 1]).permutation(len(groups))
-            part[order] = np.arange(len(groups)) * k // max(len(groups), 1)
-        gammas = [float(schedule.value(epoch * k + p, n_epochs * k)) for p in range(k)]
-        for group, p in zip(groups.itertuples(index=False), part):
-            gamma = gammas[p]
-            dispreferred_scores = np.asarray(group.scores[1:], dtype=np.float64)
-            choice = select_negative(rule, dispreferred_scores, rng, gamma=gamma)
-            rows.append(
-                {
-                    "epoch": epoch,
-                    "part": int(p),
-                    "prompt_id": group.prompt_id,
-                    "negative_rank": choice + 1,
-                    "negative_id": group.response_ids[choice + 1],
-                    "gamma": gamma,
-                    "q": float(hardness_probs(dispreferred_scores, gamma)[choice]),
-                    "n_dispreferred": len(dispreferred_scores),
-                }
-            )
+        for _, step, idx in (s for s in steps if s[0] == epoch):
+            gamma = float(schedule.value(step, total))
+            for gi in idx:
+                group = groups.iloc[int(gi)]
+                dispreferred_scores = np.asarray(group["scores"][1:], dtype=np.float64)
+                row = {"epoch": epoch, "step": step, "prompt_id": group["prompt_id"], "gamma": gamma,
+                       "n_dispreferred": len(dispreferred_scores)}
+                if rule == ONLINE_RULE:
+                    rows.append({**row, "negative_rank": -1, "negative_id": "", "q": float("nan")})
+                    continue
+                choice = select_negative(rule, dispreferred_scores, rng, gamma=gamma)
+                rows.append({**row, "negative_rank": choice + 1, "negative_id": group["response_ids"][choice + 1],
+                             "q": float(hardness_probs(dispreferred_scores, gamma)[choice])})
     return pd.DataFrame.from_records(rows, columns=list(NEGATIVE_COLUMNS))
 
 
@@ -121,7 +137,7 @@ def group_stats(groups: pd.DataFrame, negatives: pd.DataFrame) -> dict[str, floa
         "score_gap_mean": float(groups["score_gap"].mean()),
         "groups_with_top_ties": float((groups["n_top_ties"] > 0).sum()),
     }
-    if len(negatives):
+    if len(negatives) and (negatives["negative_rank"] >= 1).all():  # drawn before training (not online)
         stats["negative_rank_mean"] = float(negatives["negative_rank"].mean())
         stats["negative_is_hardest_share"] = float((negatives["negative_rank"] == 1).mean())
     return stats

@@ -63,15 +63,42 @@ def hardness_probs(scores, gamma: float) -> np.ndarray:
 
     Raises ValueError for empty input or non-finite scores/gamma.
     """
+    return policy_hardness_probs(scores, None, gamma, 0.0)
+
+
+def policy_hardness_probs(scores, rewards, gamma_s: float, gamma_r: float) -> np.ndarray:
+    """On-policy hardness ``q(j) = softmax_j(gamma_s * s_j + gamma_r * r_j)`` (HPS_METHOD.md, section 7b).
+
+    ``scores`` are the reward-model scores, ``rewards`` the policy's implicit rewards
+    ``r_j = beta * (log pi_theta - log pi_ref)(y_j | x)`` (treated as constants: no gradient flows through
+    the draw). ``gamma_r = 0`` (or ``rewards=None``) is score hardness, ``gamma_s = 0`` purely on-policy.
+    """
     s = _finite_scores(scores, "hardness_probs")
-    if not math.isfinite(float(gamma)):
-        raise ValueError(f"hardness_probs: gamma must be finite, got {gamma!r}.")
-    logits = float(gamma) * s
+    for name, g in (("gamma", gamma_s), ("gamma_r", gamma_r)):
+        if not math.isfinite(float(g)):
+            raise ValueError(f"hardness_probs: {name} must be finite, got {g!r}.")
+    logits = float(gamma_s) * s
+    if rewards is not None and float(gamma_r) != 0.0:
+        r = _finite_scores(rewards, "hardness_probs (policy rewards)")
+        if r.shape != s.shape:
+            raise ValueError(f"hardness_probs: {r.size} policy rewards for {s.size} scores; give one per response.")
+        logits = logits + float(gamma_r) * r
     if not np.all(np.isfinite(logits)):
-        raise ValueError(f"hardness_probs: gamma * score overflows float64 (gamma={gamma!r}, max |score|={np.abs(s).max():g}).")
+        raise ValueError(f"hardness_probs: gamma * score overflows float64 (gamma={gamma_s!r}, gamma_r={gamma_r!r}, "
+                         f"max |score|={np.abs(s).max():g}).")
     shifted = logits - logits.max()
     log_q = shifted - np.log(np.exp(shifted).sum())  # the max term contributes exp(0)=1, so the sum is >= 1
     return np.exp(log_q)
+
+
+def draw_index(q: np.ndarray, rng: np.random.Generator) -> int:
+    """One index drawn from the probabilities ``q`` by inverse CDF: exactly one uniform per call, so a
+    seeded stream stays aligned whatever the probabilities are."""
+    _check_rng(rng)
+    cdf = np.cumsum(q)
+    idx = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+    # u * cdf[-1] can round up to cdf[-1]; fall back to the last response with non-zero probability.
+    return idx if idx < q.size else int(np.flatnonzero(q)[-1])
 
 
 def rank_group(scores) -> tuple[int, list[int]]:
@@ -98,12 +125,7 @@ def count_top_ties(scores) -> int:
 def draw_negative(dispreferred_scores, gamma: float, rng: np.random.Generator) -> int:
     """Draw ONE index (into ``dispreferred_scores``) from ``q_gamma``: the single-sample HPS estimate."""
     _check_rng(rng)
-    q = hardness_probs(dispreferred_scores, gamma)
-    # Inverse-CDF draw: exactly one uniform per call, so a seeded stream stays aligned across gamma values.
-    cdf = np.cumsum(q)
-    idx = int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
-    # u * cdf[-1] can round up to cdf[-1]; fall back to the last response with non-zero probability.
-    return idx if idx < q.size else int(np.flatnonzero(q)[-1])
+    return draw_index(hardness_probs(dispreferred_scores, gamma), rng)
 
 
 def pick_negative(rule: str, dispreferred_scores, rng: np.random.Generator) -> int:
@@ -136,15 +158,15 @@ def select_negative(rule: str, dispreferred_scores, rng: np.random.Generator, ga
 
 @dataclass(frozen=True)
 class GammaSchedule:
-    """Gamma as a function of training progress ``step / total_steps`` (optimizer step, or epoch).
+    """Gamma at optimizer step ``step`` (0-based) of a run of ``total_steps`` steps.
 
     Kinds:
     - ``constant``: ``gamma`` throughout.
-    - ``linear``: ``gamma_start + (gamma_end - gamma_start) * min(step / total_steps, 1)``; reaches
-      ``gamma_end`` at ``step == total_steps`` (like an LR scheduler), clamped after.
-    - ``step``: ``stages[k]`` with ``k = floor(len(stages) * step / total_steps)``, clamped to the last stage.
-      With the default ``REFERENCE_STAGES`` this is the reference code's -5, -3, -1, +1, +3 at 20 %
-      quantiles, applied by progress instead of row position (HPS_METHOD.md, section 4).
+    - ``linear``: ``gamma_start + (gamma_end - gamma_start) * step / (total_steps - 1)``: ``gamma_start`` on
+      the first step and ``gamma_end`` on the last one (clamped after; a one-step run uses ``gamma_start``).
+    - ``step``: ``stages[k]`` with ``k = floor(len(stages) * step / total_steps)``: each stage holds an equal
+      share of the steps. With the default ``REFERENCE_STAGES`` this is the reference code's -5, -3, -1,
+      +1, +3 at 20 % quantiles, applied by progress instead of row position (HPS_METHOD.md, section 4).
     """
 
     kind: str = "constant"
@@ -170,7 +192,7 @@ class GammaSchedule:
         if self.kind == "constant":
             return float(self.gamma)
         if self.kind == "linear":
-            frac = min(step / total_steps, 1.0)
+            frac = min(step / max(total_steps - 1, 1), 1.0)
             return float(self.gamma_start + (self.gamma_end - self.gamma_start) * frac)
         # Integer arithmetic so that e.g. step 3 of 5 lands exactly on stage 3 (no 0.6*5 rounding surprises).
         k = min(len(self.stages) * step // total_steps, len(self.stages) - 1)
@@ -193,9 +215,3 @@ def make_gamma_schedule(kind: str = "constant", **kw) -> GammaSchedule:
     if "stages" in kw:
         kw["stages"] = tuple(float(v) for v in kw["stages"])
     return GammaSchedule(kind=kind, **kw)
-
-
-def epoch_gamma(schedule: GammaSchedule, epoch: int, n_epochs: int) -> float:
-    """Gamma at the start of ``epoch`` (0-based): the group builder draws fresh negatives once per epoch."""
-    return schedule.value(step=epoch, total_steps=n_epochs)
-

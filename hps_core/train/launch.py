@@ -48,6 +48,7 @@ class StageSpec:
     seed: int
     negatives_path: str | None = None  # preference only
     cache_dir: str | None = None  # preference: where reference log-probs are cached
+    drawn_negatives_path: str | None = None  # preference, on-policy hardness: the negatives drawn in training
     checkpoint_dir: str | None = None
     metrics_log: str | None = None  # JSON lines {"step", "metrics"} appended by rank 0 while training
     result_path: str | None = None  # the stage's returned metrics, written by rank 0 at the end
@@ -69,7 +70,7 @@ def run_stage(cfg, spec: StageSpec, log_fn: LogFn | None) -> dict[str, float]:
 
         negatives = pd.read_parquet(spec.negatives_path)
         return train_preference(spec.model, groups, negatives, cfg.model, cfg.hps, Path(spec.out_dir),
-                                cache_dir=optional(spec.cache_dir), **common)
+                                cache_dir=optional(spec.cache_dir), drawn_out=optional(spec.drawn_negatives_path), **common)
     raise ValueError(f"unknown training stage {spec.stage!r}; valid: {', '.join(STAGES)}")
 
 
@@ -86,12 +87,14 @@ def train_stage(
     checkpoint_dir: str | Path | None = None,
     negatives_path: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    drawn_negatives_path: str | Path | None = None,
 ) -> dict[str, float]:
     """Train ``stage`` in ``cfg.resources.processes_per_node`` processes; ``work_dir`` holds the spec and
     logs of a multi-process run. Returns the stage's metrics (rank 0's, which are reduced over ranks)."""
     text = lambda p: str(p) if p is not None else None  # noqa: E731
     spec = StageSpec(stage, cfg.to_dict(), str(model), str(groups_path), str(out_dir), seed,
-                     negatives_path=text(negatives_path), cache_dir=text(cache_dir), checkpoint_dir=text(checkpoint_dir))
+                     negatives_path=text(negatives_path), cache_dir=text(cache_dir), checkpoint_dir=text(checkpoint_dir),
+                     drawn_negatives_path=text(drawn_negatives_path))
     processes = cfg.resources.processes_per_node
     if processes == 1:
         return run_stage(cfg, spec, log_fn)

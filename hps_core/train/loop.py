@@ -139,6 +139,7 @@ def train_loop(
     checkpoint_dir: Path | None = None,
     run_key: str = "",
     tokenizer=None,
+    prepare_step: Callable[[int, list], list] | None = None,
 ) -> dict[str, float]:
     """Run the planned micro-batches; return the last logged metrics plus run totals.
 
@@ -148,6 +149,9 @@ def train_loop(
     The plan is the global one whatever the number of processes, so a checkpoint written by one process
     resumes under DDP and vice versa. ``tokenizer`` (optional) is saved into every checkpoint, so a full
     fine-tune's ``checkpoint-<step>`` loads with ``from_pretrained`` like a final model directory.
+    ``prepare_step(step, micro_batches)`` (optional) is called on every rank before each optimizer step, with
+    the weights that step starts from, and returns the step's micro-batches (the same number of examples
+    in each): on-policy hardness draws its negatives there. Its time counts in ``step_time_s``.
     """
     if isinstance(micro_batches, StepPlan):
         steps = [list(s) for s in micro_batches]
@@ -193,9 +197,9 @@ def train_loop(
     progress = tqdm(range(start_step, total_steps), desc=settings.description, initial=start_step, total=total_steps,
                     disable=not dist_ctx.is_main)
     for step in progress:
-        group = steps[step]
-        n_step = sum(_n_examples(mb) for mb in group)
         started = time.perf_counter()
+        group = steps[step] if prepare_step is None else prepare_step(step, steps[step])
+        n_step = sum(_n_examples(mb) for mb in group)
         mine = distributed.shard_step(group, dist_ctx.rank, dist_ctx.world_size)
         # A rank with no example of this step still joins the gradient all-reduce: it back-propagates a
         # zero-weighted stand-in (gradients 0, metrics dropped).

@@ -7,8 +7,11 @@ every log-sum of exponentials is a logsumexp, so nothing overflows for large rew
 
 Methods are named ``"<framework>-<model>"`` (``parse_method``); ``ALL_METHODS`` gives the status of the 15:
 - ``*-bt``: ``pair_loss`` on ``(y+, y-)`` with ``y-`` picked by a fixed rule (``hps_core.sampling``).
-- ``*-hps``: ``hps_loss``, the single-sample Monte Carlo HPS estimate: ``pair_loss`` on ``(y+, y_s)``,
-  ``y_s ~ q_gamma``; optionally with the ``-log N`` offset (DPO only). ``hps_exact_loss`` is the full
+- ``*-hps``: ``hps_loss``, the single-draw HPS loss: ``pair_loss`` on ``(y+, y_s)``, ``y_s ~ q``;
+  optionally with the ``-log N`` offset (DPO only). In expectation over the draw it is the q-weighted pair
+  loss ``E_q[l(r+ - r_j)]``, NOT the exact objective: its expected gradient lacks the ``exp(r_j)`` weight of
+  the exact loss's. ``hps_unbiased_loss`` is the single-draw estimator whose expected gradient IS the exact
+  loss's (draw ``j`` with probability proportional to ``q_j exp(r_j)``). ``hps_exact_loss`` is the full
   objective, ``hps_importance_loss`` a K-sample estimate of it (tests and diagnostics).
 - ``dpo-pl``: the Plackett-Luce loss ``pl_loss`` (exact).
 - ``{ipo,exo_pair,nca_pair,sppo_hard}-pl``: the paper does not spell out a listwise form for these, so this
@@ -99,12 +102,13 @@ def _log_n(n_dispreferred, like: torch.Tensor) -> torch.Tensor:
 
 def hps_loss(chosen_logratios: torch.Tensor, sampled_logratios: torch.Tensor, *, n_dispreferred, beta: float,
              framework: str = "dpo", label_smoothing: float = 0.0, log_n_offset: bool = False) -> torch.Tensor:
-    """Single-sample Monte Carlo HPS loss on ``(y+, y_s)``, ``y_s ~ q_gamma`` drawn by ``hps_core.sampling``.
+    """Single-draw HPS loss on ``(y+, y_s)``, ``y_s ~ q`` drawn by ``hps_core.sampling`` (or the trainer).
 
     Without the offset this is ``pair_loss(framework, ...)`` (the reference code's form). With
-    ``log_n_offset=True`` (dpo only) it is ``-log sig(beta h - log N)``, the one-sample plug-in of
-    ``hps_exact_loss``: ``N e^{r(y_s)}`` estimates ``N E_q[e^r]``. ``n_dispreferred`` (N) is an int or a
-    per-example tensor; with ``N = 1`` (n = 2) the offset vanishes and HPS equals DPO.
+    ``log_n_offset=True`` (dpo only) it is ``-log sig(beta h - log N)``: ``N e^{r(y_s)}`` plugged in for
+    ``N E_q[e^r]`` of ``hps_exact_loss``. Either way its expectation over ``y_s ~ q`` is the q-weighted pair
+    loss, a biased estimate of the exact loss (see ``hps_unbiased_loss``). ``n_dispreferred`` (N) is an int
+    or a per-example tensor; with ``N = 1`` (n = 2) the offset vanishes and HPS equals DPO.
     """
     if not log_n_offset:
         return pair_loss(framework, chosen_logratios, sampled_logratios, beta=beta, label_smoothing=label_smoothing)
@@ -115,6 +119,25 @@ def hps_loss(chosen_logratios: torch.Tensor, sampled_logratios: torch.Tensor, *,
         raise ValueError(f"dpo label_smoothing must lie in [0, 0.5), got {label_smoothing}.")
     logits = beta * (chosen_logratios - sampled_logratios) - _log_n(n_dispreferred, chosen_logratios)
     return _dpo_from_logits(logits, float(label_smoothing))
+
+
+def hps_unbiased_loss(chosen_logratios: torch.Tensor, sampled_logratios: torch.Tensor, log_mass: torch.Tensor, *,
+                      n_dispreferred, beta: float) -> torch.Tensor:
+    """Single-draw HPS loss whose gradient is, in expectation, the exact loss's (HPS_METHOD.md 7b).
+
+    The exact loss is ``L = softplus(z)``, ``z = log N + log sum_j q_j e^{r_j} - r+`` (``q`` without gradient),
+    so ``grad L = sig(z) (sum_j p_j grad r_j - grad r+)`` with ``p_j = q_j e^{r_j} / sum_k q_k e^{r_k}``. Draw
+    ``y_s ~ p`` (the trainer does: ``softmax(gamma_s s + (1 + gamma_r) r)``) and this returns
+    ``softplus(z)`` in value, with gradient ``sg[sig(z)] (grad r_s - grad r+)``: unbiased for ``grad L``.
+    ``log_mass`` is ``log sum_j q_j e^{r_j}`` over the dispreferred responses, computed from the implicit
+    rewards the draw used (no gradient); ``r = beta * log-ratio``.
+    """
+    _check_beta(beta)
+    r_chosen, r_sampled = beta * chosen_logratios, beta * sampled_logratios
+    z = _log_n(n_dispreferred, chosen_logratios) + log_mass.to(r_chosen.dtype).detach() - r_chosen
+    weight = torch.sigmoid(z).detach()
+    pair = weight * (r_sampled - r_chosen)
+    return F.softplus(z).detach() + pair - pair.detach()
 
 
 def _valid_mask(x: torch.Tensor, mask, min_valid: int, what: str) -> torch.Tensor:

@@ -10,10 +10,14 @@ all sequences of a micro-batch go through the policy in ONE forward, one row per
 once, then each of its responses (``batching.collate_shared``), so a long conversation is not computed
 once per response. The reference pass packs the sequences of a prompt the same way.
 
-Examples are trained block by block: one block per epoch, or per part of an epoch when the negatives
-were drawn with ``gamma_updates_per_epoch > 1`` (``hps_core.sampling.groups.draw_epoch_negatives``), so a gamma
-schedule advances with training progress. The ``gamma`` metric is the mean gamma the window's negatives
-were drawn with (HPS only; BT rules do not use gamma and PL has no negatives).
+Optimizer steps follow the plan the negatives were drawn for (``hps_core.sampling.groups.plan_steps``):
+each step a uniform random batch of the epoch's groups, so steps are independent samples and a gamma
+schedule is evaluated at every step. Inside a step the examples are ordered by length before they are cut
+into micro-batches, which cuts padding without changing the step's gradient (the loss is a sum over the
+step). With on-policy hardness the trainer draws each step's negatives itself, just before the step
+(``hps_core.train.online_hardness``), and writes what it drew to ``drawn_out``. The ``gamma`` metric is
+the mean gamma_s the window's negatives were drawn with, ``hps/negative_rank`` their mean score rank (1 =
+the top-scored dispreferred response); both for HPS only.
 """
 
 from __future__ import annotations
@@ -21,45 +25,42 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from hps_core.config.schema import ModelConfig, PreferenceTrainConfig
-from hps_core.train.losses import hps_loss, listwise_loss, pair_loss, parse_method
+from hps_core.train.losses import hps_loss, hps_unbiased_loss, listwise_loss, pair_loss, parse_method
 from hps_core.train import distributed
 from hps_core.data.encoding import Encoder
-from hps_core.train.batching import collate_shared, length_grouped_batches, shared_length, shared_prompt_batches
+from hps_core.train.batching import collate_shared, shared_length, shared_prompt_batches
 from hps_core.train.logprobs import response_logps
-from hps_core.train.loop import LogFn, LoopSettings, split_steps, train_loop
+from hps_core.train.loop import LogFn, LoopSettings, StepPlan, split_steps, train_loop
 from hps_core.train.model_setup import autocast_for, compute_dtype, load_for_training, save_trained_model
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Block:
-    """Examples trained together, in order: one epoch, or one part of an epoch."""
+def plan_training_steps(groups: pd.DataFrame, negatives: pd.DataFrame, preference_model: str, cfg, seed: int) -> list[list[dict]]:
+    """The run's optimizer steps, each a list of examples ``{"group", "seqs", "gamma", "step", "epoch"}``;
+    ``seqs`` are the (group index, rank) of the example's sequences, ``(g, -1)`` for a negative the trainer
+    draws at the step (on-policy hardness). HPS/BT follow the negatives table's ``step`` column, PL plans
+    its own steps the same way (every response of every group, once per epoch)."""
+    from hps_core.sampling.groups import plan_steps
 
-    epoch: int
-    part: int
-    examples: list[list[tuple[int, int]]]  # per example: (group index, rank) of each sequence
-    gammas: list[float] | None  # per example: the gamma its negative was drawn with (HPS), else None
-
-
-def plan_examples(groups: pd.DataFrame, negatives: pd.DataFrame, preference_model: str, epochs: int) -> list[Block]:
-    """The training examples of the run, block by block (epoch, then part of the epoch)."""
     if preference_model == "pl":
-        every = [[(gi, r) for r in range(int(groups["n"].iloc[gi]))] for gi in range(len(groups))]
-        return [Block(e, 0, every, None) for e in range(epochs)]
+        return [[{"group": int(gi), "seqs": [(int(gi), r) for r in range(int(groups["n"].iloc[gi]))], "gamma": None,
+                  "step": step, "epoch": epoch} for gi in idx]
+                for epoch, step, idx in plan_steps(len(groups), cfg.epochs, cfg.batch_size * cfg.grad_accum_steps, seed)]
+    if len(negatives) and "step" not in negatives:
+        raise ValueError("the negatives table has no 'step' column: it was drawn by an older version, which planned "
+                         "epochs in parts; run build_groups again (hps_core.sampling.negatives.draw_negatives)")
     found = sorted(int(e) for e in negatives["epoch"].unique()) if len(negatives) else []
-    if found != list(range(epochs)):
+    if found != list(range(cfg.epochs)):
         raise ValueError(
-            f"the drawn negatives cover epochs {found}, but training runs {epochs} epoch(s); draw them with "
+            f"the drawn negatives cover epochs {found}, but training runs {cfg.epochs} epoch(s); draw them with "
             f"n_epochs = hps.epochs (hps_core.sampling.groups.draw_epoch_negatives) or change hps.epochs"
         )
     train_index = {pid: i for i, pid in enumerate(groups["prompt_id"])}
@@ -67,30 +68,29 @@ def plan_examples(groups: pd.DataFrame, negatives: pd.DataFrame, preference_mode
     if missing:
         raise ValueError(f"{len(missing)} drawn negative(s) belong to prompts outside the training groups "
                          f"(first: {missing[0]}); were the negatives drawn from another split or data set?")
-    parts = negatives["part"] if "part" in negatives else pd.Series(0, index=negatives.index)
-    blocks = []
-    for (epoch, part), drawn in negatives.assign(part=parts).groupby(["epoch", "part"], sort=True):
-        examples = [[(train_index[pid], 0), (train_index[pid], int(rank))]
-                    for pid, rank in zip(drawn["prompt_id"], drawn["negative_rank"])]
-        gammas = drawn["gamma"].astype(float).tolist() if preference_model == "hps" else None
-        blocks.append(Block(int(epoch), int(part), examples, gammas))
-    return blocks
+    steps = []
+    for (epoch, step), drawn in negatives.groupby(["epoch", "step"], sort=True):
+        steps.append([{"group": train_index[pid], "seqs": [(train_index[pid], 0), (train_index[pid], int(rank))],
+                       "gamma": float(gamma) if preference_model == "hps" else None, "step": int(step), "epoch": int(epoch)}
+                      for pid, rank, gamma in zip(drawn["prompt_id"], drawn["negative_rank"], drawn["gamma"])])
+    return steps
 
 
 @torch.no_grad()
-def sequence_logps(model, encoded: list, pad_id: int, batch_size: int, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_logps(model, encoded: list, pad_id: int, batch_size: int, desc: str | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs and token counts for many sequences, batched by length, no grad.
     Sequences with the same prompt share a row (the prompt computed once, see ``collate_shared``); a
     batch holds at most ``batch_size`` sequences.
 
     Under torch.distributed every rank must call it: each computes every world_size-th batch and the
-    results are summed across ranks (the batches are the single-process ones, so are the values)."""
+    results are summed across ranks (the batches are the single-process ones, so are the values).
+    ``desc = None`` shows no progress bar (a pass inside a training step)."""
     batches = shared_prompt_batches(encoded, batch_size)
     logps = torch.zeros(len(encoded), dtype=torch.float64)
     counts = torch.zeros(len(encoded), dtype=torch.long)
     model.eval()
     ctx = distributed.current()
-    for rows in tqdm(batches[ctx.rank :: ctx.world_size], desc=desc, disable=not ctx.is_main):
+    for rows in tqdm(batches[ctx.rank :: ctx.world_size], desc=desc, disable=desc is None or not ctx.is_main):
         idx = [i for row in rows for i in row]
         lp, n = response_logps(model, collate_shared([[encoded[i] for i in row] for row in rows], pad_id))
         logps[idx] = lp.double().cpu()
@@ -147,6 +147,7 @@ def train_preference(
     cache_dir: Path | None = None,
     log_fn: LogFn | None = None,
     checkpoint_dir: Path | None = None,
+    drawn_out: Path | None = None,
 ) -> dict[str, float]:
     framework, preference_model = parse_method(cfg.method)
     groups = groups[groups["split"] == "train"].reset_index(drop=True)
@@ -157,8 +158,12 @@ def train_preference(
     )
     encoder = Encoder(tokenizer, model_cfg.max_prompt_tokens, model_cfg.max_length)
 
-    blocks = plan_examples(groups, negatives, preference_model, cfg.epochs)
-    keys = sorted({seq for block in blocks for example in block.examples for seq in example})
+    steps = plan_training_steps(groups, negatives, preference_model, cfg, seed)
+    online = preference_model == "hps" and bool(len(negatives)) and bool((negatives["negative_rank"] < 0).any())
+    if online:  # any dispreferred response may be drawn: all of the training groups' responses are needed
+        keys = sorted({(ex["group"], r) for step in steps for ex in step for r in range(int(groups["n"].iloc[ex["group"]]))})
+    else:
+        keys = sorted({seq for step in steps for ex in step for seq in ex["seqs"]})
     slot = {key: i for i, key in enumerate(keys)}
     encoded = [encoder.encode(groups["prompt"].iloc[gi], groups["responses"].iloc[gi][r]) for gi, r in keys]
 
@@ -168,19 +173,39 @@ def train_preference(
     cache_file = Path(cache_dir) / f"ref-logps-{cache_key}.pt" if cache_dir is not None else None
     ref_logps, _ = reference_logps(policy, encoded, tokenizer.pad_token_id, 4 * cfg.batch_size, cache_file)
 
-    step_batches = []
-    for block in blocks:
-        lengths = [shared_length([encoded[slot[s]] for s in ex]) for ex in block.examples]  # one row per example
-        rng = np.random.default_rng([seed, 2, block.epoch] + ([block.part] if block.part else []))
-        for batch in length_grouped_batches(lengths, cfg.batch_size * cfg.grad_accum_steps, rng):
-            step_batches.append([
-                {"seqs": [slot[s] for s in block.examples[i]], "gamma": block.gammas[i] if block.gammas else None}
-                for i in batch
-            ])
-    plan = split_steps(step_batches, cfg.batch_size)
+    def row_length(ex) -> int:  # tokens of the example's packed row (prompt once, then its responses)
+        return shared_length([encoded[slot[s]] for s in ex["seqs"]])
+
+    def cut(step_examples: list[dict]) -> list[list[dict]]:
+        # Longest first inside the step, so a micro-batch pads little; the step's sum is the same in any order.
+        ordered = sorted(step_examples, key=row_length, reverse=True)
+        return split_steps([ordered], cfg.batch_size)[0]
+
+    hardness = None
+    if online:
+        from hps_core.train.online_hardness import OnlineHardness
+
+        def policy_logps(slots: list[int]) -> torch.Tensor:
+            with autocast_for(policy)():
+                lp, _ = sequence_logps(policy, [encoded[i] for i in slots], tokenizer.pad_token_id, 4 * cfg.batch_size, None)
+            policy.train()
+            return lp
+
+        hardness = OnlineHardness(groups, cfg, seed, policy_logps, ref_logps, slot)
+
+        def prepare_step(step_index: int, micro_batches: list) -> list:
+            examples = [ex for mb in micro_batches for ex in mb]
+            hardness.refresh(step_index, [ex["group"] for ex in examples])
+            hardness.draw(step_index, examples[0]["epoch"], examples)
+            return cut(examples)
+
+        plan = StepPlan([cut_placeholder(step, cfg.batch_size) for step in steps])
+    else:
+        prepare_step = None
+        plan = StepPlan([cut(step) for step in steps])
 
     def loss_fn(model, batch):
-        seqs = [ex["seqs"] for ex in batch]
+        seqs = [[slot[s] for s in ex["seqs"]] for ex in batch]
         width = max(len(s) for s in seqs)
         flat = [s for ex in seqs for s in ex]
         mask = torch.tensor([[k < len(ex) for k in range(width)] for ex in seqs])
@@ -194,18 +219,25 @@ def train_preference(
         ratios = torch.zeros(mask.shape, dtype=ratios_flat.dtype, device=ratios_flat.device)
         ratios[mask] = ratios_flat
         chosen, rejected = ratios[:, 0], ratios[:, 1]
+        lp, starts = logps.detach(), _offsets(seqs)
         if preference_model == "hps":
-            n_disp = torch.tensor([groups["n"].iloc[keys[ex[0]][0]] - 1 for ex in seqs], device=chosen.device)
-            losses = hps_loss(
-                chosen, rejected, n_dispreferred=n_disp, beta=cfg.beta, framework=framework,
-                label_smoothing=cfg.label_smoothing, log_n_offset=cfg.log_n_offset,
-            )
+            n_disp = torch.tensor([groups["n"].iloc[ex["group"]] - 1 for ex in batch], device=chosen.device)
+            if cfg.estimator == "unbiased":
+                log_mass = torch.tensor([ex["log_mass"] for ex in batch], device=chosen.device)
+                losses = hps_unbiased_loss(chosen, rejected, log_mass, n_dispreferred=n_disp, beta=cfg.beta)
+            else:
+                losses = hps_loss(
+                    chosen, rejected, n_dispreferred=n_disp, beta=cfg.beta, framework=framework,
+                    label_smoothing=cfg.label_smoothing, log_n_offset=cfg.log_n_offset,
+                )
+            if hardness is not None and not distributed.current().enabled:  # the forward's fresh r of the negative
+                for ex, o in zip(batch, starts):
+                    hardness.write_back(ex["group"], ex["seqs"][1][1], float(lp[o + 1]), ex["step"])
         elif preference_model == "bt":
             losses = pair_loss(framework, chosen, rejected, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
         else:
             losses = listwise_loss(framework, ratios, beta=cfg.beta, mask=mask, label_smoothing=cfg.label_smoothing)
         r_chosen, r_rejected = cfg.beta * chosen.detach(), cfg.beta * rejected.detach()
-        lp, starts = logps.detach(), _offsets(seqs)
         sums = {
             "rewards/chosen": float(r_chosen.sum()),
             "rewards/rejected": float(r_rejected.sum()),
@@ -216,14 +248,19 @@ def train_preference(
         }
         if preference_model == "hps":
             sums["gamma"] = float(sum(ex["gamma"] for ex in batch))
+            sums["hps/negative_rank"] = float(sum(ex["seqs"][1][1] for ex in batch))
         return losses.sum(), len(batch), sums, int(sum(len(encoded[s].input_ids) for s in flat))
 
     settings = LoopSettings.from_stage(cfg, cfg.method)
-    run_key = json.dumps([cache_key, seed, cfg.method, cfg.beta, cfg.label_smoothing, cfg.log_n_offset, cfg.lora.r])
+    run_key = json.dumps([cache_key, seed, cfg.method, cfg.beta, cfg.label_smoothing, cfg.log_n_offset, cfg.lora.r,
+                          cfg.hardness, cfg.gamma_r, cfg.refresh_every, cfg.refresh_top_m, cfg.estimator])
     metrics = train_loop(policy, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir, run_key=run_key,
-                         tokenizer=tokenizer)
+                         tokenizer=tokenizer, prepare_step=prepare_step)
     if distributed.current().is_main:  # one writer under DDP; the other ranks wait for the finished directory
         save_trained_model(policy, tokenizer, out_dir, sft_dir)  # LoRA: adapter/ (base: the SFT model) too
+        if hardness is not None and drawn_out is not None:
+            Path(drawn_out).parent.mkdir(parents=True, exist_ok=True)
+            hardness.table().to_parquet(drawn_out, index=False)
     distributed.barrier()
     truncation = encoder.counter.as_metrics("hps")
     if encoder.counter.prompts or encoder.counter.responses:
@@ -232,7 +269,14 @@ def train_preference(
                     encoder.counter.prompts, encoder.counter.responses, model_cfg.max_prompt_tokens, model_cfg.max_length)
     if log_fn is not None and distributed.current().is_main:
         log_fn(truncation, int(metrics["steps"]))
-    return {**metrics, **truncation, "hps/reference_sequences": float(len(keys))}
+    extra = {"hps/refreshed_sequences": float(hardness.refreshed)} if hardness is not None else {}
+    return {**metrics, **truncation, **extra, "hps/reference_sequences": float(len(keys))}
+
+
+def cut_placeholder(step_examples: list[dict], micro_batch_size: int) -> list[list[dict]]:
+    """A step whose negatives are not drawn yet, cut into micro-batches in plan order: the loop's plan (and
+    a checkpoint's fingerprint) needs each step's micro-batch sizes, which the draw does not change."""
+    return split_steps([step_examples], micro_batch_size)[0]
 
 
 def _offsets(batch: list[list[int]]) -> list[int]:
