@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 
 from hps_core.config.building import ConfigRoot, ranged
+from hps_core.config.vocab import REFERENCE_GAMMA_STAGES
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class PreferenceTrainConfig(TrainStageConfig):
     epochs: int = ranged(2, ">= 1")  # passes over the prompts, each with freshly drawn negatives
     batch_size: int = ranged(16, ">= 1")
     lr: float = ranged(5e-4, "> 0")
-    gamma_stages: tuple[float, ...] = (-5.0, -3.0, -1.0, 1.0, 3.0)  # step schedule: equal shares of the optimizer steps
+    gamma_stages: tuple[float, ...] = REFERENCE_GAMMA_STAGES  # step schedule: equal shares of the optimizer steps
     # Hardness (docs/HPS_METHOD.md 7b): q(j) = softmax_j(gamma_s * s_j + gamma_r * r_j), gamma_s = the
     # schedule's gamma, r_j = beta * (log pi - log pi_ref)(y_j | x) of the CURRENT policy (no gradient).
     # "score": gamma_r = 0, negatives drawn before training (build_groups); "policy": gamma_s = 0;

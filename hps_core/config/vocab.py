@@ -9,3 +9,4 @@ BT_RULES = ("random", "max_min", "max_max")  # *-bt methods' negative: uniform, 
 SCHEDULE_KINDS = ("constant", "linear", "step")  # gamma schedules
 HARDNESS_KINDS = ("score", "policy", "mix")  # [hps] hardness: by reward-model score, by the policy, or both
 HPS_ESTIMATORS = ("pair", "unbiased")  # [hps] estimator of the HPS loss from one drawn negative
+REFERENCE_GAMMA_STAGES = (-5.0, -3.0, -1.0, 1.0, 3.0)  # the reference code's step schedule, each held for 20 % of training

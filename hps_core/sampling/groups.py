@@ -107,22 +107,22 @@ def draw_epoch_negatives(
     """
     steps = plan_steps(len(groups), n_epochs, examples_per_step, seed)
     total = len(steps)
-    rows = []
-    for epoch in range(n_epochs):
-        rng = np.random.default_rng([seed, epoch])
-        for _, step, idx in (s for s in steps if s[0] == epoch):
-            gamma = float(schedule.value(step, total))
-            for gi in idx:
-                group = groups.iloc[int(gi)]
-                dispreferred_scores = np.asarray(group["scores"][1:], dtype=np.float64)
-                row = {"epoch": epoch, "step": step, "prompt_id": group["prompt_id"], "gamma": gamma,
-                       "n_dispreferred": len(dispreferred_scores)}
-                if rule == ONLINE_RULE:
-                    rows.append({**row, "negative_rank": -1, "negative_id": "", "q": float("nan")})
-                    continue
-                choice = select_negative(rule, dispreferred_scores, rng, gamma=gamma)
-                rows.append({**row, "negative_rank": choice + 1, "negative_id": group["response_ids"][choice + 1],
-                             "q": float(hardness_probs(dispreferred_scores, gamma)[choice])})
+    rows, rng, rng_epoch = [], None, None
+    for epoch, step, idx in steps:  # in training order, epoch by epoch
+        if epoch != rng_epoch:  # one stream per epoch, drawn in step order
+            rng, rng_epoch = np.random.default_rng([seed, epoch]), epoch
+        gamma = float(schedule.value(step, total))
+        for gi in idx:
+            group = groups.iloc[int(gi)]
+            dispreferred_scores = np.asarray(group["scores"][1:], dtype=np.float64)
+            row = {"epoch": epoch, "step": step, "prompt_id": group["prompt_id"], "gamma": gamma,
+                   "n_dispreferred": len(dispreferred_scores)}
+            if rule == ONLINE_RULE:
+                rows.append({**row, "negative_rank": -1, "negative_id": "", "q": float("nan")})
+                continue
+            choice = select_negative(rule, dispreferred_scores, rng, gamma=gamma)
+            rows.append({**row, "negative_rank": choice + 1, "negative_id": group["response_ids"][choice + 1],
+                         "q": float(hardness_probs(dispreferred_scores, gamma)[choice])})
     return pd.DataFrame.from_records(rows, columns=list(NEGATIVE_COLUMNS))
 
 

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hps_core.config.vocab import BT_RULES, SCHEDULE_KINDS  # noqa: F401  (re-exported: the rules and kinds implemented here)
+from hps_core.config.vocab import BT_RULES, REFERENCE_GAMMA_STAGES, SCHEDULE_KINDS  # noqa: F401  (re-exported: the rules and kinds implemented here)
 
 SELECTION_RULES = ("hps",) + BT_RULES
 # The reference code's stages: gamma -5, -3, -1, +1, +3, each held for 20 % of training (never reaches +5).
-REFERENCE_STAGES = (-5.0, -3.0, -1.0, 1.0, 3.0)
+REFERENCE_STAGES = REFERENCE_GAMMA_STAGES
 
 
 def _finite_scores(scores, what: str, min_len: int = 1) -> np.ndarray:

@@ -48,9 +48,7 @@ class OnlineHardness:
         """Recompute the stale implicit rewards of these groups' dispreferred responses (one pass)."""
         if step == 0 or (self.gamma_r == 0 and self.cfg.estimator == "pair"):
             return  # the policy is the reference (every r_j is exactly 0), or the draw does not use r
-        top = self.cfg.refresh_top_m
-        stale = [(gi, r) for gi in dict.fromkeys(group_indices)
-                 for r in range(1, int(self.groups["n"].iloc[gi]) if not top else min(top + 1, int(self.groups["n"].iloc[gi])))
+        stale = [(gi, r) for gi in dict.fromkeys(group_indices) for r in range(1, self.candidates(gi) + 1)
                  if step - self.stamps[gi][r - 1] >= self.cfg.refresh_every]
         if not stale:
             return
@@ -59,6 +57,12 @@ class OnlineHardness:
         for (gi, r), lp, s in zip(stale, logps.tolist(), slots):
             self.write_back(gi, r, lp, step, s)
         self.refreshed += len(stale)
+
+    def candidates(self, gi: int) -> int:
+        """How many dispreferred responses of group ``gi`` the draw considers (ranks 1..this): the top-M by
+        score with ``refresh_top_m = M``, else all of them."""
+        n_disp = int(self.groups["n"].iloc[gi]) - 1
+        return min(self.cfg.refresh_top_m, n_disp) if self.cfg.refresh_top_m else n_disp
 
     def write_back(self, gi: int, rank: int, logp: float, step: int, slot: int | None = None) -> None:
         """Store ``beta * (log pi - log pi_ref)`` of response ``rank`` of group ``gi`` as of ``step``."""
@@ -73,8 +77,7 @@ class OnlineHardness:
         for ex in examples:
             gi = ex["group"]
             group = self.groups.iloc[gi]
-            top = self.cfg.refresh_top_m or len(group["scores"])
-            scores = np.asarray(group["scores"][1 : top + 1], dtype=np.float64)  # ranked: the top-M by score
+            scores = np.asarray(group["scores"][1 : self.candidates(gi) + 1], dtype=np.float64)  # ranked: top-M by score
             rewards = self.rewards[gi][: len(scores)]
             gamma_s = 0.0 if self.cfg.hardness == "policy" else float(ex["gamma"])
             ex["gamma"] = gamma_s  # what the step's logged gamma reports

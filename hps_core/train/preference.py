@@ -37,7 +37,7 @@ from hps_core.train import distributed
 from hps_core.data.encoding import Encoder
 from hps_core.train.batching import collate_shared, shared_length, shared_prompt_batches
 from hps_core.train.logprobs import response_logps
-from hps_core.train.loop import LogFn, LoopSettings, StepPlan, split_steps, train_loop
+from hps_core.train.loop import LogFn, LoopSettings, split_steps, train_loop
 from hps_core.train.model_setup import autocast_for, compute_dtype, load_for_training, save_trained_model
 
 log = logging.getLogger(__name__)
@@ -176,10 +176,9 @@ def train_preference(
     def row_length(ex) -> int:  # tokens of the example's packed row (prompt once, then its responses)
         return shared_length([encoded[slot[s]] for s in ex["seqs"]])
 
-    def cut(step_examples: list[dict]) -> list[list[dict]]:
+    def by_length(step_examples: list[dict]) -> list[dict]:
         # Longest first inside the step, so a micro-batch pads little; the step's sum is the same in any order.
-        ordered = sorted(step_examples, key=row_length, reverse=True)
-        return split_steps([ordered], cfg.batch_size)[0]
+        return sorted(step_examples, key=row_length, reverse=True)
 
     hardness = None
     if online:
@@ -197,12 +196,14 @@ def train_preference(
             examples = [ex for mb in micro_batches for ex in mb]
             hardness.refresh(step_index, [ex["group"] for ex in examples])
             hardness.draw(step_index, examples[0]["epoch"], examples)
-            return cut(examples)
+            return split_steps([by_length(examples)], cfg.batch_size)[0]
 
-        plan = StepPlan([cut_placeholder(step, cfg.batch_size) for step in steps])
+        # Negatives not drawn yet: the plan (and a checkpoint's fingerprint) needs each step's micro-batch
+        # sizes, which the draw does not change.
+        plan = split_steps(steps, cfg.batch_size)
     else:
         prepare_step = None
-        plan = StepPlan([cut(step) for step in steps])
+        plan = split_steps([by_length(step) for step in steps], cfg.batch_size)
 
     def loss_fn(model, batch):
         seqs = [[slot[s] for s in ex["seqs"]] for ex in batch]
@@ -271,12 +272,6 @@ def train_preference(
         log_fn(truncation, int(metrics["steps"]))
     extra = {"hps/refreshed_sequences": float(hardness.refreshed)} if hardness is not None else {}
     return {**metrics, **truncation, **extra, "hps/reference_sequences": float(len(keys))}
-
-
-def cut_placeholder(step_examples: list[dict], micro_batch_size: int) -> list[list[dict]]:
-    """A step whose negatives are not drawn yet, cut into micro-batches in plan order: the loop's plan (and
-    a checkpoint's fingerprint) needs each step's micro-batch sizes, which the draw does not change."""
-    return split_steps([step_examples], micro_batch_size)[0]
 
 
 def _offsets(batch: list[list[int]]) -> list[int]:
