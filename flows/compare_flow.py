@@ -21,13 +21,15 @@ import time
 import flow_env  # noqa: F401  (flows/: user, offline hub, secrets kept out of the logs)
 from hps_core.common.redaction import scrub_text  # noqa: E402
 
-from flow_base import CPU, GPU, IMAGE, MEMORY, config_parameter, pipeline_config, step_context_of  # noqa: E402  (flows/: config parameter, resources, step context)
+from flow_base import CPU, GPU, IMAGE, MEMORY, RETRIES, TIMEOUT_MINUTES, config_parameter, pipeline_config, step_context_of  # noqa: E402  (flows/: config parameter, resources, step context)
 from kubernetes_image import kubernetes_image  # noqa: E402
-from metaflow import FlowSpec, card, current, resources, step  # noqa: E402
+from metaflow import FlowSpec, card, current, resources, retry, step  # noqa: E402
 from mlflow_failures import mark_mlflow_failures  # noqa: E402
+from step_limits import step_limits  # noqa: E402  (flows/: [resources] retries / timeout_minutes)
 
 
 @kubernetes_image(IMAGE)
+@step_limits(RETRIES, TIMEOUT_MINUTES)
 @mark_mlflow_failures
 class CompareFlow(FlowSpec):
     """Preference methods side by side over seeds: quality, margins, harm, cost."""
@@ -53,6 +55,7 @@ class CompareFlow(FlowSpec):
         self.next(self.validate)
 
     @card(type="blank", id="contracts")
+    @retry(times=0)  # a broken data contract is not transient: fail once, at once
     @step
     def validate(self):
         """Raw data -> canonical table -> data contracts (as in hps_flow)."""

@@ -18,13 +18,15 @@ compare_flow. ``hps_core/recipes/expansion.py`` holds the logic.
 import flow_env  # noqa: F401  (flows/: user, offline hub, secrets kept out of the logs)
 from hps_core.common.redaction import scrub_text  # noqa: E402
 
-from flow_base import CPU, GPU, IMAGE, MEMORY, config_parameter, pipeline_config, step_context_of  # noqa: E402  (flows/: config parameter, resources, step context)
+from flow_base import CPU, GPU, IMAGE, MEMORY, RETRIES, TIMEOUT_MINUTES, config_parameter, pipeline_config, step_context_of  # noqa: E402  (flows/: config parameter, resources, step context)
 from kubernetes_image import kubernetes_image  # noqa: E402
-from metaflow import FlowSpec, Parameter, card, current, resources, step  # noqa: E402
+from metaflow import FlowSpec, Parameter, card, current, resources, retry, step  # noqa: E402
 from mlflow_failures import mark_mlflow_failures  # noqa: E402
+from step_limits import step_limits  # noqa: E402  (flows/: [resources] retries / timeout_minutes)
 
 
 @kubernetes_image(IMAGE)
+@step_limits(RETRIES, TIMEOUT_MINUTES)
 @mark_mlflow_failures
 class ExpandFlow(FlowSpec):
     """Multi-response groups from few-response data: generate, score, validate."""
@@ -65,6 +67,7 @@ class ExpandFlow(FlowSpec):
         self.lineage = {**self.lineage, **sources}  # e.g. generator_sha256 of a GGUF generator
         self.next(self.validate)
 
+    @retry(times=0)  # a broken data contract is not transient: fail once, at once
     @step
     def validate(self):
         """The input through the loader and the data contracts."""

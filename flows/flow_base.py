@@ -17,6 +17,8 @@ GPU = config_expr("config.resources.gpu")
 MEMORY = config_expr("config.resources.memory")
 CPU = config_expr("config.resources.cpu")
 IMAGE = config_expr("config.resources.image")
+RETRIES = config_expr("config.resources.retries")  # @step_limits: Metaflow @retry / @timeout on every step
+TIMEOUT_MINUTES = config_expr("config.resources.timeout_minutes")
 
 
 def config_parameter(default_file: str, help: str, parser: str = "hps_core.config.parse_config_text") -> Config:

@@ -22,16 +22,18 @@ import os
 import flow_env  # noqa: F401  (flows/: user, telemetry off, secrets kept out of the logs)
 from hps_core.common.redaction import scrub_text  # noqa: E402
 
-from flow_base import CPU, GPU, IMAGE, MEMORY, config_parameter, pipeline_config, step_context_of  # noqa: E402  (flows/: config parameter, resources, step context)
+from flow_base import CPU, GPU, IMAGE, MEMORY, RETRIES, TIMEOUT_MINUTES, config_parameter, pipeline_config, step_context_of  # noqa: E402  (flows/: config parameter, resources, step context)
 from kubernetes_image import kubernetes_image  # noqa: E402  (flows/: Kubernetes steps use resources.image)
-from metaflow import FlowSpec, card, config_expr, current, resources, schedule, step  # noqa: E402
+from metaflow import FlowSpec, card, config_expr, current, resources, schedule, retry, step  # noqa: E402
 from mlflow_failures import mark_mlflow_failures  # noqa: E402  (flows/: a failed step fails the MLflow run)
+from step_limits import step_limits  # noqa: E402  (flows/: [resources] retries / timeout_minutes)
 
 
 # Deployed (argo-workflows create): runs on [schedule] cron, none when it is "" (daily=False turns off
 # @schedule's daily default). Local `run` ignores both decorators.
 @schedule(cron=config_expr("config.schedule.cron"), timezone=config_expr("config.schedule.timezone"), daily=False)
 @kubernetes_image(IMAGE)
+@step_limits(RETRIES, TIMEOUT_MINUTES)
 @mark_mlflow_failures
 class HPSFlow(FlowSpec):
     """Hard Preference Sampling alignment, from raw preference data to registered model versions."""
@@ -56,6 +58,7 @@ class HPSFlow(FlowSpec):
         self.next(self.validate)
 
     @card(type="blank", id="contracts")
+    @retry(times=0)  # a broken data contract is not transient: fail once, at once
     @step
     def validate(self):
         """Raw data -> canonical table -> data contracts; stops the flow with a report on a violation."""

@@ -77,6 +77,22 @@ def test_gpus_memory_and_cpu_only_on_training_and_evaluation_steps(workflow):
         assert float(r["requests"]["memory"].removesuffix("M")) < res.memory, name
 
 
+def test_retries_and_timeout_on_every_step_but_validate(workflow):
+    """[resources] retries = 2, timeout_minutes = 90 -> Argo's retry limit and deadline on each step's
+    template (Metaflow's @retry / @timeout, added by flows/step_limits.py); validate keeps @retry(times=0)."""
+    res = load_config(ARGO_CONFIG).resources
+    assert (res.retries, res.timeout_minutes) == (2, 90)
+    steps = _steps(workflow)
+    assert set(steps) == GPU_STEPS | CPU_STEPS
+    for name, template in steps.items():
+        limit = int(template.get("retryStrategy", {}).get("limit", 0))
+        assert limit == (0 if name == "validate" else res.retries), (name, template.get("retryStrategy"))
+        # Metaflow adds its own slack to the step's limit; the deadline is at least the configured time
+        # and well under twice it.
+        deadline = int(template["activeDeadlineSeconds"])
+        assert res.timeout_minutes * 60 <= deadline < 2 * res.timeout_minutes * 60, (name, deadline)
+
+
 def test_every_step_runs_the_config_image(workflow):
     """resources.image wins over METAFLOW_KUBERNETES_CONTAINER_IMAGE, on every step."""
     image = load_config(ARGO_CONFIG).resources.image

@@ -247,6 +247,52 @@ def test_unreachable_server_is_a_clear_error():
         MlflowTracker("http://127.0.0.1:9", experiment_name="x")
 
 
+def test_http_retries_are_bounded_unless_the_user_set_them():
+    """MLflow's client defaults (7 retries, 120 s each) become 5 retries, backoff factor 2, 60 s; a value
+    the user set stays. The documented wait before a refused call fails, derived by hand from urllib3's
+    rule (no sleep after the first error, then factor * 2^(n-1)): 0 + 4 + 8 + 16 + 32 = 60 s, jitter aside."""
+    from urllib3.util.retry import Retry
+
+    from hps_core.tracking.mlflow_tracker import HTTP_BOUNDS, bound_http_retries
+
+    assert bound_http_retries({}) == HTTP_BOUNDS
+    assert bound_http_retries({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "9"})["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9"
+    retry, slept = Retry(total=int(HTTP_BOUNDS["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]),
+                         backoff_factor=int(HTTP_BOUNDS["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"])), []
+    for _ in range(retry.total):
+        retry = retry.increment(method="GET", url="/", error=ConnectionRefusedError())
+        slept.append(retry.get_backoff_time())
+    assert slept == [0, 4, 8, 16, 32]
+
+
+def test_an_outage_longer_than_the_retries_fails_the_call_naming_the_server(mlflow_server_uri, monkeypatch):
+    """The server goes away after the tracker connected: a metric write fails with a TrackingError that
+    names the URI once the (here shortened: 2 retries, factor 1) retries are spent, instead of hanging."""
+    import time
+    from urllib.parse import urlparse
+
+    from tests.tcp_proxy import SwitchableProxy
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    target = urlparse(mlflow_server_uri)
+    proxy = SwitchableProxy(target.hostname, target.port)
+    proxy.up()
+    tracker = MlflowTracker(proxy.url, experiment_name="test-outage")
+    with tracker.child_run("", _name("outage")) as run_id:
+        tracker.log_metrics(run_id, {"loss": 1.0}, step=1)
+        proxy.down()
+        started = time.monotonic()
+        with pytest.raises(TrackingError, match=rf"MLflow at {proxy.url}: could not log metrics"):
+            tracker.log_metrics(run_id, {"loss": 0.5}, step=2)
+        waited = time.monotonic() - started
+        proxy.up()
+    # sleeps 0 + 2 s (+ jitter up to 1 s each) on refused connections: far below MLflow's default minutes
+    assert waited < 30, waited
+    history = tracker.client.get_metric_history(run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(1, 1.0)]
+
+
 def test_null_tracker_accepts_every_call(tiny_model_dir):
     t = NullTracker()
     parent = t.create_parent_run("flow", tags={"a": 1})

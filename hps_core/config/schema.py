@@ -235,6 +235,11 @@ class ResourcesConfig:
     # Processes that train SFT and preference data-parallel (DDP via torchrun) on the step's node; on a
     # cluster usually the GPU count (one process per GPU). 1 = train in the step's own process.
     processes_per_node: int = ranged(1, ">= 1")
+    # Metaflow @retry / @timeout on every step but validate (a broken data contract is not transient), deployed
+    # and local. A retried training step resumes from its newest checkpoint, fetched from MLflow when the
+    # pod is new. 0 retries: a failure stops the run at once (a laptop's failures are mostly bugs).
+    retries: int = ranged(0, "[0, 4]")  # Metaflow allows at most 4 (MAX_ATTEMPTS 6, less its own two)
+    timeout_minutes: int = ranged(0, ">= 0")  # per step attempt; 0 = no limit
     # Container image of every step on Kubernetes (argo-workflows create); "" = Metaflow's configured
     # METAFLOW_KUBERNETES_CONTAINER_IMAGE. `--with kubernetes:image=...` on the command line wins.
     image: str = ""

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from hps_core.recipes.stage_checkpoints import checkpoint_dir, drop_checkpoints, restore_checkpoints
 from hps_core.tracking.handoff import Ref, local, publish
 from hps_core.sampling.negatives import draw_negatives
 from hps_core.tracking.step_context import StepContext
@@ -135,29 +136,23 @@ def train_sft(ctx: StepContext, groups: Ref, base_model: Ref) -> dict[str, Any]:
     from hps_core.train.launch import train_stage
 
     groups_path, base_model = local(ctx, groups), model_dir(ctx, base_model)
-    out = ctx.path("models", "sft")
+    out, mirror = ctx.path("models", "sft"), None
     with ctx.child("train_sft") as run_id:
         if ctx.cfg.sft.epochs == 0:  # the base is already an SFT model: it is the SFT checkpoint as it is
             from hps_core.train.sft import adopt_base_as_sft
 
             metrics = adopt_base_as_sft(base_model, ctx.cfg.model, out)
         else:
+            mirror = restore_checkpoints(ctx, "sft", keep=ctx.cfg.sft.save_total_limit)
             metrics = train_stage(  # in this process, or data-parallel under torchrun ([resources] processes_per_node)
                 "sft", ctx.cfg, base_model, groups_path, out, work_dir=ctx.run_dir / "torchrun" / "sft",
-                seed=ctx.cfg.run.seed, log_fn=ctx.metric_logger(run_id, "sft/"), checkpoint_dir=ctx.path("checkpoints", "sft"),
+                seed=ctx.cfg.run.seed, log_fn=ctx.metric_logger(run_id, "sft/"), checkpoint_dir=checkpoint_dir(ctx, "sft"),
+                on_checkpoint=mirror.push if mirror else None,
             )
         ctx.tracker.log_metrics(run_id, {f"sft/final_{k}" if "/" not in k else k: v for k, v in metrics.items()})
         model = publish(ctx, run_id, out, "sft")
-    drop_checkpoints(ctx, "sft")
+    drop_checkpoints(ctx, "sft", mirror)
     return {"model": model, "model_dir": str(out), "metrics": metrics}
-
-
-def drop_checkpoints(ctx: StepContext, stage: str) -> None:
-    """In-training checkpoints (weights plus optimizer state, ~3x the model) exist to resume a killed
-    stage; once its final model is saved and handed on they are dead weight on every run's disk."""
-    import shutil
-
-    shutil.rmtree(ctx.run_dir / "checkpoints" / stage, ignore_errors=True)
 
 
 def train_reward_model(ctx: StepContext, groups: Ref, base_model: Ref) -> dict[str, Any]:
@@ -186,16 +181,17 @@ def train_hps(ctx: StepContext, groups: Ref, negatives: Ref, sft_model: Ref) -> 
     out = ctx.path("models", "hps")
     drawn = ctx.path("groups", "negatives_drawn.parquet")  # on-policy hardness: what the trainer drew
     with ctx.child("train_hps") as run_id:
+        mirror = restore_checkpoints(ctx, "hps", keep=ctx.cfg.hps.save_total_limit)
         metrics = train_stage(  # in this process, or data-parallel under torchrun ([resources] processes_per_node)
             "preference", ctx.cfg, sft_dir, groups_path, out, negatives_path=negatives_path,
             work_dir=ctx.run_dir / "torchrun" / "hps", seed=ctx.cfg.run.seed, cache_dir=ctx.cache_dir / "reference",
-            log_fn=ctx.metric_logger(run_id, ""), checkpoint_dir=ctx.path("checkpoints", "hps"),
-            drawn_negatives_path=drawn,
+            log_fn=ctx.metric_logger(run_id, ""), checkpoint_dir=checkpoint_dir(ctx, "hps"),
+            drawn_negatives_path=drawn, on_checkpoint=mirror.push if mirror else None,
         )
         if drawn.is_file():
             ctx.tracker.log_artifact(run_id, str(drawn), "groups")
         model = publish(ctx, run_id, out, "hps")
-    drop_checkpoints(ctx, "hps")
+    drop_checkpoints(ctx, "hps", mirror)
     return {"model": model, "model_dir": str(out), "metrics": metrics}
 
 

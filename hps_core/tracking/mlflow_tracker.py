@@ -39,6 +39,20 @@ log = logging.getLogger(__name__)
 
 
 PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000
+# MLflow's own HTTP client retries 7 times with a 120 s timeout per attempt: an outage in the middle of a
+# step can hang it for 20 minutes or more. These bounds apply unless the user set the variable: a server
+# that refuses connections fails a call after 5 retries, sleeping 0+4+8+16+32 s (+ up to 1 s jitter each),
+# about 65 s; a server that accepts and never answers after 6 x 60 s + 65 s, about 7 minutes. A retried
+# write is not duplicated: MLflow stores a metric once per (key, step, timestamp, value).
+HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+
+
+def bound_http_retries(environ: "os._Environ[str] | dict[str, str]" = os.environ) -> dict[str, str]:
+    """Set :data:`HTTP_BOUNDS` where ``environ`` has no value of its own; returns the values in force."""
+    for name, value in HTTP_BOUNDS.items():
+        environ.setdefault(name, value)
+    return {name: environ[name] for name in HTTP_BOUNDS}
 DATASET_DIGEST_LEN, MAX_INPUT_TAG_LEN = 36, 500  # MLflow's dataset digest column and input tag limits
 
 
@@ -48,6 +62,7 @@ class MlflowTracker(ModelRegistration):
     def __init__(self, tracking_uri: str | None = None, experiment_name: str = "hps-align") -> None:
         import mlflow
 
+        bound_http_retries()  # before the first request: MLflow reads these per call
         self.tracking_uri = live_tracking_uri(tracking_uri or resolve_tracking_uri())
         for name in ("mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -190,6 +205,20 @@ class MlflowTracker(ModelRegistration):
         with self._guard(f"download {uri}"):
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst_dir),
                                                             tracking_uri=self.tracking_uri))
+
+    def list_artifacts(self, run_id: str, path: str) -> list[str]:
+        """The names (last path part) of the files and folders directly under ``path`` of the run's artifacts."""
+        with self._guard(f"list the artifacts under {path}"):
+            return [Path(info.path).name for info in self.client.list_artifacts(run_id, path)]
+
+    def delete_artifacts(self, run_id: str, path: str) -> None:
+        """Delete ``path`` (a file or folder) from the run's artifacts, where the artifact store allows it
+        (local, S3/GCS/Azure, a server's proxied store)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        with self._guard(f"delete the artifacts under {path}"):
+            repo = get_artifact_repository(self.client.get_run(run_id).info.artifact_uri)
+            repo.delete_artifacts(path)
 
     def log_dict(self, run_id: str, obj: Any, artifact_file: str) -> None:
         with self._guard(f"log {artifact_file}"):

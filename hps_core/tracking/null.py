@@ -42,6 +42,12 @@ class NullTracker:
     def artifact_uri(self, run_id, artifact_path):
         return None  # nothing is uploaded: consumers read the producer's local path
 
+    def list_artifacts(self, run_id, path):
+        return []
+
+    def delete_artifacts(self, run_id, path):
+        return None
+
     def download_artifacts(self, uri, dst_dir):
         raise TrackingError(f"cannot download {uri}: no MLflow tracker in this process (NullTracker)")
 

@@ -30,6 +30,7 @@ from typing import Callable
 
 STAGES = ("sft", "preference")
 LogFn = Callable[[dict[str, float], int], None]
+CheckpointFn = Callable[[Path], None]
 
 
 class StageFailed(RuntimeError):
@@ -54,13 +55,13 @@ class StageSpec:
     result_path: str | None = None  # the stage's returned metrics, written by rank 0 at the end
 
 
-def run_stage(cfg, spec: StageSpec, log_fn: LogFn | None) -> dict[str, float]:
+def run_stage(cfg, spec: StageSpec, log_fn: LogFn | None, on_checkpoint: CheckpointFn | None = None) -> dict[str, float]:
     """Train the stage in this process (one of N under torchrun, or the only one)."""
     import pandas as pd
 
     groups = pd.read_parquet(spec.groups_path)
     optional = lambda p: Path(p) if p is not None else None  # noqa: E731
-    common = dict(seed=spec.seed, log_fn=log_fn, checkpoint_dir=optional(spec.checkpoint_dir))
+    common = dict(seed=spec.seed, log_fn=log_fn, checkpoint_dir=optional(spec.checkpoint_dir), on_checkpoint=on_checkpoint)
     if spec.stage == "sft":
         from hps_core.train.sft import train_sft
 
@@ -88,22 +89,27 @@ def train_stage(
     negatives_path: str | Path | None = None,
     cache_dir: str | Path | None = None,
     drawn_negatives_path: str | Path | None = None,
+    on_checkpoint: CheckpointFn | None = None,
 ) -> dict[str, float]:
     """Train ``stage`` in ``cfg.resources.processes_per_node`` processes; ``work_dir`` holds the spec and
-    logs of a multi-process run. Returns the stage's metrics (rank 0's, which are reduced over ranks)."""
+    logs of a multi-process run. Returns the stage's metrics (rank 0's, which are reduced over ranks).
+    ``on_checkpoint(path)`` sees each new checkpoint: in this process, before training goes on; under
+    torchrun, from this (the step's) process while the ranks train on (the newest one at each poll)."""
     text = lambda p: str(p) if p is not None else None  # noqa: E731
     spec = StageSpec(stage, cfg.to_dict(), str(model), str(groups_path), str(out_dir), seed,
                      negatives_path=text(negatives_path), cache_dir=text(cache_dir), checkpoint_dir=text(checkpoint_dir),
                      drawn_negatives_path=text(drawn_negatives_path))
     processes = cfg.resources.processes_per_node
     if processes == 1:
-        return run_stage(cfg, spec, log_fn)
-    return launch(spec, processes, Path(work_dir), log_fn)
+        return run_stage(cfg, spec, log_fn, on_checkpoint)
+    return launch(spec, processes, Path(work_dir), log_fn, on_checkpoint=on_checkpoint)
 
 
-def launch(spec: StageSpec, processes: int, work_dir: Path, log_fn: LogFn | None = None, poll_s: float = 1.0) -> dict[str, float]:
+def launch(spec: StageSpec, processes: int, work_dir: Path, log_fn: LogFn | None = None, poll_s: float = 1.0,
+           on_checkpoint: CheckpointFn | None = None) -> dict[str, float]:
     """Run ``spec`` under torchrun with ``processes`` ranks on this node and wait; forward rank 0's logged
-    metrics to ``log_fn`` as they arrive. Raises :class:`StageFailed` naming the log if any rank fails."""
+    metrics to ``log_fn`` as they arrive, and the newest complete checkpoint to ``on_checkpoint``. Raises
+    :class:`StageFailed` naming the log if any rank fails."""
     work_dir.mkdir(parents=True, exist_ok=True)
     metrics_log, result_path, log_path = work_dir / "metrics.jsonl", work_dir / "result.json", work_dir / "torchrun.log"
     for stale in (metrics_log, result_path):
@@ -114,6 +120,7 @@ def launch(spec: StageSpec, processes: int, work_dir: Path, log_fn: LogFn | None
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                "-m", "hps_core.train.launch", str(spec_path)]
     forwarded = 0
+    watch = _NewCheckpoints(spec.checkpoint_dir, on_checkpoint)
     with open(log_path, "w") as log:
         log.write(" ".join(command) + "\n")
         log.flush()
@@ -122,6 +129,7 @@ def launch(spec: StageSpec, processes: int, work_dir: Path, log_fn: LogFn | None
             while True:
                 code = proc.poll()
                 forwarded = _forward(metrics_log, forwarded, log_fn)
+                watch.poll()
                 if code is not None:
                     break
                 time.sleep(poll_s)
@@ -137,6 +145,26 @@ def launch(spec: StageSpec, processes: int, work_dir: Path, log_fn: LogFn | None
             f"output is in {log_path}. Its last lines:\n{tail}"
         )
     return json.loads(result_path.read_text())
+
+
+class _NewCheckpoints:
+    """Hands each checkpoint that appears under ``root`` to ``on_checkpoint`` once (the newest at each poll;
+    one the ranks wrote and pruned between two polls is skipped, its successor is handed on)."""
+
+    def __init__(self, root: str | None, on_checkpoint: CheckpointFn | None):
+        from hps_core.train.checkpoint import latest_checkpoint
+
+        self._latest = latest_checkpoint
+        self.root, self.on_checkpoint = (Path(root) if root else None), on_checkpoint
+        self.seen = latest_checkpoint(self.root) if self.root and on_checkpoint else None  # restored: already copied
+
+    def poll(self) -> None:
+        if self.root is None or self.on_checkpoint is None:
+            return
+        newest = self._latest(self.root)
+        if newest is not None and newest != self.seen:
+            self.seen = newest
+            self.on_checkpoint(newest)
 
 
 def _forward(metrics_log: Path, offset: int, log_fn: LogFn | None) -> int:

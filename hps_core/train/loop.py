@@ -55,6 +55,7 @@ from hps_core.train.model_setup import autocast_for
 # loss_fn(model, micro_batch) -> (loss summed over examples, n examples, metric sums, n tokens)
 LossFn = Callable[[Any, Any], tuple[torch.Tensor, int, dict[str, float], int]]
 LogFn = Callable[[dict[str, float], int], None]
+CheckpointFn = Callable[[Path], None]  # called with each complete checkpoint (rank 0)
 
 
 class StepPlan(list):
@@ -140,6 +141,7 @@ def train_loop(
     run_key: str = "",
     tokenizer=None,
     prepare_step: Callable[[int, list], list] | None = None,
+    on_checkpoint: CheckpointFn | None = None,
 ) -> dict[str, float]:
     """Run the planned micro-batches; return the last logged metrics plus run totals.
 
@@ -152,6 +154,8 @@ def train_loop(
     ``prepare_step(step, micro_batches)`` (optional) is called on every rank before each optimizer step, with
     the weights that step starts from, and returns the step's micro-batches (the same number of examples
     in each): on-policy hardness draws its negatives there. Its time counts in ``step_time_s``.
+    ``on_checkpoint(path)`` (optional) is called on rank 0 with each checkpoint once it is complete, before
+    training goes on: the pipeline copies it to its durable store there (``hps_core.tracking.checkpoint_mirror``).
     """
     if isinstance(micro_batches, StepPlan):
         steps = [list(s) for s in micro_batches]
@@ -246,8 +250,10 @@ def train_loop(
             window, window_n, window_tokens, window_time, window_steps = {}, 0, 0, 0.0, 0
         if checkpoint_dir is not None and settings.checkpoint_every and done % settings.checkpoint_every == 0:
             if dist_ctx.is_main:
-                save_checkpoint(checkpoint_dir, model, optimizer, scheduler, done, {"fingerprint": fingerprint},
-                                tokenizer=tokenizer, keep=settings.save_total_limit)
+                saved = save_checkpoint(checkpoint_dir, model, optimizer, scheduler, done, {"fingerprint": fingerprint},
+                                        tokenizer=tokenizer, keep=settings.save_total_limit)
+                if on_checkpoint is not None:
+                    on_checkpoint(saved)
             distributed.barrier()  # no rank runs ahead of a checkpoint it might have to resume from
             _maybe_inject_kill(settings.description, done)
     progress.close()

@@ -37,7 +37,7 @@ from hps_core.train import distributed
 from hps_core.data.encoding import Encoder
 from hps_core.train.batching import collate_shared, shared_length, shared_prompt_batches
 from hps_core.train.logprobs import response_logps
-from hps_core.train.loop import LogFn, LoopSettings, split_steps, train_loop
+from hps_core.train.loop import CheckpointFn, LogFn, LoopSettings, split_steps, train_loop
 from hps_core.train.model_setup import autocast_for, compute_dtype, load_for_training, save_trained_model
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ def train_preference(
     log_fn: LogFn | None = None,
     checkpoint_dir: Path | None = None,
     drawn_out: Path | None = None,
+    on_checkpoint: CheckpointFn | None = None,
 ) -> dict[str, float]:
     framework, preference_model = parse_method(cfg.method)
     groups = groups[groups["split"] == "train"].reset_index(drop=True)
@@ -256,7 +257,7 @@ def train_preference(
     run_key = json.dumps([cache_key, seed, cfg.method, cfg.beta, cfg.label_smoothing, cfg.log_n_offset, cfg.lora.r,
                           cfg.hardness, cfg.gamma_r, cfg.refresh_every, cfg.refresh_top_m, cfg.estimator])
     metrics = train_loop(policy, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir, run_key=run_key,
-                         tokenizer=tokenizer, prepare_step=prepare_step)
+                         tokenizer=tokenizer, prepare_step=prepare_step, on_checkpoint=on_checkpoint)
     if distributed.current().is_main:  # one writer under DDP; the other ranks wait for the finished directory
         save_trained_model(policy, tokenizer, out_dir, sft_dir)  # LoRA: adapter/ (base: the SFT model) too
         if hardness is not None and drawn_out is not None:

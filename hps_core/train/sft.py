@@ -20,7 +20,7 @@ from hps_core.data.encoding import Encoder, collate
 from hps_core.train.batching import length_grouped_batches
 from hps_core.train.checkpoint import save_model_atomic, write_dir_atomic
 from hps_core.train.logprobs import response_logps
-from hps_core.train.loop import LogFn, LoopSettings, split_steps, train_loop
+from hps_core.train.loop import CheckpointFn, LogFn, LoopSettings, split_steps, train_loop
 from hps_core.train.model_setup import load_for_training, save_trained_model
 
 
@@ -40,6 +40,7 @@ def train_sft(
     seed: int = 0,
     log_fn: LogFn | None = None,
     checkpoint_dir: Path | None = None,
+    on_checkpoint: CheckpointFn | None = None,
 ) -> dict[str, float]:
     import torch
 
@@ -66,7 +67,7 @@ def train_sft(
     settings = LoopSettings.from_stage(cfg, "sft")
     run_key = json.dumps([base_model, seed, len(encoded), model_cfg.max_prompt_tokens, model_cfg.max_length, cfg.lora.r])
     metrics = train_loop(model, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir, run_key=run_key,
-                         tokenizer=tokenizer)
+                         tokenizer=tokenizer, on_checkpoint=on_checkpoint)
     if distributed.current().is_main:  # one writer under DDP; the other ranks wait for the finished directory
         save_trained_model(model, tokenizer, out_dir, base_model)  # LoRA: adapter/ (base: the base model) too
     distributed.barrier()
