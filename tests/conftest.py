@@ -60,3 +60,34 @@ def micro_model_dir(tmp_path_factory):
                            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=96)
     corpus = ["User: how do I bake bread?\nAssistant: mix flour, water and yeast, then bake it."] * 4
     return str(build_tiny_model(corpus, tiny, cache_dir=tmp_path_factory.mktemp("micro")))
+
+
+# Two tiers (README, "Set up, run, test"): `python -m pytest -q` runs the fast one (unit tests and one small
+# end-to-end flow, a few minutes on 2 cores); `--run-slow` adds every test marked `slow` or `flow` (flow runs,
+# servers, torchrun, the real model), which is what CI runs. Tests named on the command line
+# (`pytest tests/test_distributed.py`, `pytest tests/x.py::test_y`) run whatever their tier.
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="also run the slow tier (tests marked slow or flow): what CI runs")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow") or _named_on_command_line(config):
+        return
+    fast, slow = [], []
+    for item in items:
+        (slow if item.get_closest_marker("slow") or item.get_closest_marker("flow") else fast).append(item)
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = fast
+
+
+def _named_on_command_line(config) -> bool:
+    """Whether the user named test files or nodes (not just the default ``testpaths`` or the tests folder)."""
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    return any(os.path.abspath(arg.split("::")[0]) != tests_dir for arg in config.option.file_or_dir)
+
+
+def pytest_report_header(config):
+    if not config.getoption("--run-slow") and not _named_on_command_line(config):
+        return "fast tier: tests marked slow or flow are deselected (--run-slow runs everything, as CI does)"

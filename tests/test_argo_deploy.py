@@ -25,6 +25,8 @@ from hps_core.config.schema import PipelineConfig, ScheduleConfig
 from hps_core.config.loading import load_config
 from tests.s3_server import read_object, s3_server
 
+pytestmark = pytest.mark.slow  # slow tier (--run-slow): Argo compile against a moto S3 server
+
 ROOT = Path(__file__).resolve().parent.parent
 FLOW = ROOT / "flows" / "hps_flow.py"
 ARGO_CONFIG = ROOT / "tests" / "configs" / "argo.toml"

@@ -14,6 +14,8 @@ from hps_core.tracking.checkpoint_mirror import CheckpointMirror, RestoreFailed,
 from hps_core.tracking.mlflow_tracker import MlflowTracker
 from hps_core.tracking.null import NullTracker
 
+pytestmark = pytest.mark.slow  # slow tier (--run-slow): a real MLflow server
+
 
 def _checkpoint(root: Path, step: int) -> Path:
     path = root / f"checkpoint-{step}"

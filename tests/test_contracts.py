@@ -273,6 +273,7 @@ def _synthetic(n_prompts: int = 40_000, k: int = 4, seed: int = 0) -> pd.DataFra
     })
 
 
+@pytest.mark.slow  # 160k rows through every suite
 def test_time_160k_rows(capsys):
     """Measured and printed, never asserted (benchmarks are not timed tests)."""
     table = _synthetic()

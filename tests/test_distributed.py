@@ -36,6 +36,8 @@ from hps_core.sampling.hardness import make_gamma_schedule
 from hps_core.train.distributed import contiguous_share, shard_step, stand_in
 from hps_core.train.loop import split_steps
 
+pytestmark = pytest.mark.slow  # slow tier (--run-slow): torchrun with several processes
+
 TINY = TinyModelConfig(vocab_size=1024, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128)
 MODEL = ModelConfig(base="tiny", max_prompt_tokens=32, max_length=80, tiny=TINY)

@@ -19,6 +19,8 @@ from hps_core.tracking.step_context import StepContext
 from hps_core.tracking.mlflow_tracker import MlflowTracker
 from hps_core.tracking.null import NullTracker
 
+pytestmark = pytest.mark.slow  # slow tier (--run-slow): a real MLflow server
+
 TINY = {"vocab_size": 300, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
         "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 96}
 

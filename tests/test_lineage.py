@@ -26,6 +26,8 @@ from hps_core.tracking.mlflow_tracker import MlflowTracker
 from hps_core.tracking.base import TrackingError
 from tests.test_tracking import tiny_model_dir  # noqa: F401  (module-scoped fixture)
 
+pytestmark = pytest.mark.slow  # slow tier (--run-slow): a real MLflow server
+
 SFT = {"reward_mean": 0.5, "harmful_rate": 0.1}
 HPS_1 = {"reward_mean": 1.0, "reward_mean_ci_low": 0.5, "reward_mean_ci_high": 1.5, "harmful_rate": 0.05,
          "margin_hardest": 0.5, "margin_mean": 1.0}

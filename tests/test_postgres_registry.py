@@ -21,6 +21,8 @@ from tests.postgres_server import INSTALL_HINT, postgres_bindir, postgres_server
 from tests.test_lineage import HPS_1, _register, setup  # noqa: F401  (setup: fixture)
 from tests.test_tracking import tiny_model_dir  # noqa: F401  (module-scoped fixture)
 
+pytestmark = pytest.mark.slow  # slow tier (--run-slow): a PostgreSQL server and an MLflow server on it
+
 
 @pytest.fixture(scope="module")
 def postgres_uri(tmp_path_factory):

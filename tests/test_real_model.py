@@ -26,6 +26,8 @@ from hps_core.sampling.groups import build_groups, draw_epoch_negatives
 from hps_core.sampling.hardness import make_gamma_schedule
 from tests.real_model import smollm2_dir, smollm2_gguf
 
+pytestmark = pytest.mark.slow  # slow tier (--run-slow): the real SmolLM2 model: GGUF conversion and training, minutes
+
 ROOT = Path(__file__).resolve().parents[1]
 HH_TEST = ROOT.parent / "shared" / "datasets" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 MODEL = ModelConfig(base="smollm2", max_prompt_tokens=96, max_length=128)

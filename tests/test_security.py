@@ -102,6 +102,7 @@ def test_output_scrubbing_is_off_without_secrets():
 
 
 # --------------------------------------------------------------------------- the choke points in tracking
+@pytest.mark.slow  # a real MLflow server
 def test_tracker_masks_params_tags_text_dict_files_and_model_cards(mlflow_server_uri, monkeypatch, tmp_path):
     """Every way the tracker sends text to MLflow, against a real server, read back through the API."""
     from mlflow import MlflowClient

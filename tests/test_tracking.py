@@ -21,6 +21,8 @@ from hps_core.tracking.base import (
 from hps_core.tracking.mlflow_tracker import MlflowTracker
 from hps_core.tracking.null import NullTracker
 
+pytestmark = pytest.mark.slow  # slow tier (--run-slow): a real MLflow server
+
 mlflow = pytest.importorskip("mlflow")
 
 METRICS = {"eval.reward_margin": 0.25, "eval.win_rate_vs_sft": 0.6, "eval.harm_rate": 0.0}

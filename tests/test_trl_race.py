@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_trl_race as race  # noqa: E402
 
 HH_DIR = ROOT.parent / "shared" / "datasets" / "hh-rlhf"
-pytestmark = pytest.mark.skipif(not (HH_DIR / race.DATA_FILE).is_file(), reason=(
-    f"real HH-RLHF data not found in {HH_DIR} (the shared datasets live beside the repository, at ../shared)"))
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (HH_DIR / race.DATA_FILE).is_file(), reason=(
+    f"real HH-RLHF data not found in {HH_DIR} (the shared datasets live beside the repository, at ../shared)"))]  # slow tier: TRL's trainer beside ours on real data
 pytest.importorskip("trl")
 
 # max_length 96 makes some of the first records' prompts too long (dropped) and cuts some completions.
