@@ -233,6 +233,15 @@ def test_reward_metrics_hand_values():
     assert m == {"rewards/chosen": 0.5, "rewards/rejected": 0.5, "rewards/margins": 0.0, "rewards/accuracies": 0.5}
 
 
+def test_reward_metrics_at_the_reference_point_a_tie_is_not_a_win():
+    """Before the first update the policy is the reference: every log-ratio is 0, chosen and rejected
+    rewards tie, and no pair is won (accuracy 0, not 1). Equal non-zero rewards are ties too:
+    chosen (1, 3) vs rejected (1, 1), beta 0.5 -> rewards (0.5, 1.5) vs (0.5, 0.5): one tie, one win -> 0.5."""
+    m = reward_metrics(T(0.0, 0.0, 0.0), T(0.0, 0.0, 0.0), beta=0.1)
+    assert m == {"rewards/chosen": 0.0, "rewards/rejected": 0.0, "rewards/margins": 0.0, "rewards/accuracies": 0.0}
+    assert reward_metrics(T(1.0, 3.0), T(1.0, 1.0), beta=0.5)["rewards/accuracies"] == 0.5
+
+
 # ---------------------------------------------------------------- parity with TRL 1.16 DPOTrainer
 def _trl_loss(loss_type, beta, label_smoothing, chosen_lr, rejected_lr, lengths=(4, 4)):
     """Run TRL's own DPOTrainer._compute_loss on one (chosen, rejected) pair without building a trainer.
@@ -267,20 +276,61 @@ def _trl_loss(loss_type, beta, label_smoothing, chosen_lr, rejected_lr, lengths=
     return DPOTrainer._compute_loss(stub, model, inputs, return_outputs=False)
 
 
-@pytest.mark.parametrize("framework, trl_name, eps", [
-    ("dpo", "sigmoid", 0.0), ("ipo", "ipo", 0.0), ("exo_pair", "exo_pair", 1e-3), ("exo_pair", "exo_pair", 0.2),
-    ("nca_pair", "nca_pair", 0.0), ("sppo_hard", "sppo_hard", 0.0),
-])
+TRL_CASES = [("dpo", "sigmoid", 0.0), ("ipo", "ipo", 0.0), ("exo_pair", "exo_pair", 1e-3), ("exo_pair", "exo_pair", 0.2),
+             ("nca_pair", "nca_pair", 0.0), ("sppo_hard", "sppo_hard", 0.0)]
+TRL_LENGTHS = (5, 3)  # completion tokens of chosen and rejected: TRL's ipo divides the log-ratios by them
+
+# The TRL parity points by hand, so the pair losses stay guarded where trl is not installed.
+# beta = 0.25; sequence log-ratios (a, b) = (0.5, -0.25) and (-1.3, 2.0); z = beta (a - b) = 0.1875 and -0.825;
+# log sig(z) = -log(1 + e^-z): log sig(0.1875) = -0.6037853, log sig(-0.1875) = -0.7912853,
+# log sig(-0.825) = -1.1884167, log sig(0.825) = -0.3634167; sig(0.1875) = 0.5467382, sig(-0.825) = 0.3047033.
+# - dpo: -log sig(z) = 0.6037853 and 1.1884167.
+# - ipo on token-averaged ratios (a/5, b/3): h = 0.1 + 0.0833333 = 0.1833333 and -0.26 - 0.6666667 = -0.9266667;
+#   (h - 1/(2 beta))^2 = (0.1833333 - 2)^2 = 3.3002778 and (-0.9266667 - 2)^2 = 8.5653778.
+# - exo_pair: sig(z)(log sig(z) - log(1-eps)) + sig(-z)(log sig(-z) - log eps):
+#   eps 1e-3, z 0.1875: 0.5467382 (-0.6037853 + 0.0010005) + 0.4532618 (-0.7912853 + 6.9077553) = 2.4427970;
+#   eps 0.2, z 0.1875: 0.5467382 (-0.6037853 + 0.2231436) + 0.4532618 (-0.7912853 + 1.6094379) = 0.1627260;
+#   eps 1e-3, z -0.825: 0.3047033 (-1.1884167 + 0.0010005) + 0.6952967 (-0.3634167 + 6.9077553) = 4.1884472;
+#   eps 0.2, z -0.825: 0.3047033 (-1.1884167 + 0.2231436) + 0.6952967 (-0.3634167 + 1.6094379) = 0.5722325.
+# - nca_pair: -log sig(beta a) - 0.5 log sig(-beta a) - 0.5 log sig(-beta b):
+#   beta a = 0.125, beta b = -0.0625: 0.6325990 + 0.5 * 0.7575990 + 0.5 * 0.6623854 = 1.3425912;
+#   beta a = -0.325, beta b = 0.5: 0.8687926 + 0.5 * 0.5437926 + 0.5 * 0.9740770 = 1.6277274.
+# - sppo_hard: (a - 0.5/beta)^2 + (b + 0.5/beta)^2 = (0.5 - 2)^2 + (-0.25 + 2)^2 = 2.25 + 3.0625 = 5.3125
+#   and (-1.3 - 2)^2 + (2 + 2)^2 = 10.89 + 16 = 26.89.
+TRL_HAND = {  # (framework, eps) -> [(a, b, loss)] at beta = 0.25; a, b are sequence log-ratios (TRL's inputs)
+    ("dpo", 0.0): [(0.5, -0.25, 0.6037853), (-1.3, 2.0, 1.1884167)],
+    ("ipo", 0.0): [(0.5, -0.25, 3.3002778), (-1.3, 2.0, 8.5653778)],
+    ("exo_pair", 1e-3): [(0.5, -0.25, 2.4427970), (-1.3, 2.0, 4.1884472)],
+    ("exo_pair", 0.2): [(0.5, -0.25, 0.1627260), (-1.3, 2.0, 0.5722325)],
+    ("nca_pair", 0.0): [(0.5, -0.25, 1.3425912), (-1.3, 2.0, 1.6277274)],
+    ("sppo_hard", 0.0): [(0.5, -0.25, 5.3125), (-1.3, 2.0, 26.89)],
+}
+
+
+def _ours_at_trl_point(framework, a, b, beta, eps):
+    ours_a, ours_b = (a / TRL_LENGTHS[0], b / TRL_LENGTHS[1]) if framework == "ipo" else (a, b)
+    return pair_loss(framework, T(ours_a), T(ours_b), beta=beta, label_smoothing=eps)[0]
+
+
+@pytest.mark.parametrize("framework, trl_name, eps", TRL_CASES)
+def test_pair_loss_at_the_trl_parity_points_by_hand(framework, trl_name, eps):
+    """Runs without trl: the values TRL's DPOTrainer gives at these points, derived by hand above (the
+    parity test below checks TRL against the same numbers when it is installed)."""
+    for a, b, expected in TRL_HAND[(framework, eps)]:
+        assert_close(_ours_at_trl_point(framework, a, b, 0.25, eps), torch.tensor(expected, dtype=torch.float64), atol=2e-7, rtol=0)
+
+
+@pytest.mark.parametrize("framework, trl_name, eps", TRL_CASES)
 def test_pair_loss_matches_trl(framework, trl_name, eps):
     pytest.importorskip("trl")
     pairs = [(0.5, -0.25), (-1.3, 2.0), (3.0, 3.0), (12.0, -7.5)]
-    lengths = (5, 3)
     for beta in (0.1, 0.25):
         for a, b in pairs:
-            ours_a, ours_b = (a / lengths[0], b / lengths[1]) if framework == "ipo" else (a, b)
-            ours = pair_loss(framework, T(ours_a), T(ours_b), beta=beta, label_smoothing=eps)[0]
-            trl = _trl_loss(trl_name, beta, eps, a, b, lengths)
+            ours = _ours_at_trl_point(framework, a, b, beta, eps)
+            trl = _trl_loss(trl_name, beta, eps, a, b, TRL_LENGTHS)
             assert_close(ours, trl.to(ours.dtype), atol=1e-5, rtol=1e-5)
+    for a, b, expected in TRL_HAND[(framework, eps)]:  # TRL agrees with the hand values too
+        assert_close(_trl_loss(trl_name, 0.25, eps, a, b, TRL_LENGTHS).double(), torch.tensor(expected, dtype=torch.float64), atol=2e-6, rtol=0)
 
 
 # ---------------------------------------------------------------- unbiased single-draw estimator (7b)

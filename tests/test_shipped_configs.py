@@ -1,19 +1,55 @@
 """Every hps_flow config shipped in flows/configs/ parses, and the production one carries the reference recipe."""
 
+import dataclasses
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from hps_core.config.loading import load_config
+from hps_core.config.schema import PipelineConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "flows" / "configs"
 CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.toml") if not p.name.startswith("routing"))  # hps_flow's own
 CONFIGS.append(Path(__file__).resolve().parent.parent / "hps_core" / "config" / "default.toml")  # the embedded one
 
 
+def _explicit_keys(table: dict, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], object]:
+    """Every key the TOML file sets, as a path of section names and the key (nested tables flattened)."""
+    out = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_explicit_keys(value, path + (key,)))
+        else:
+            out[path + (key,)] = value
+    return out
+
+
+def _plain(value):
+    if dataclasses.is_dataclass(value):
+        return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_parses(path):
-    load_config(path)
+    """The file parses to a PipelineConfig that holds exactly what the file says: every explicit key reads
+    back as its TOML value (an ignored, renamed or silently defaulted key would not), with the TOML's kind
+    (a bool stays a bool, text stays text; an integer may widen to a float field). The parsed config
+    survives the round trip the flows' Metaflow Config parser makes (to_dict, then from_dict)."""
+    cfg = load_config(path)
+    assert type(cfg) is PipelineConfig
+    keys = _explicit_keys(tomllib.loads(path.read_text(encoding="utf-8")))
+    assert keys, f"{path.name} sets nothing"
+    for key, expected in keys.items():
+        value = cfg
+        for name in key:
+            value = getattr(value, name)
+        assert _plain(value) == _plain(expected), f"{path.name}: {'.'.join(key)} = {expected!r} in the file, {value!r} parsed"
+        assert isinstance(value, bool) == isinstance(expected, bool) and isinstance(value, str) == isinstance(expected, str), key
+    assert PipelineConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_production_config_is_the_reference_recipe():
