@@ -93,3 +93,17 @@ def test_config_rejects_a_bad_gate_and_a_shared_alias():
         PipelineConfig(register=RegisterConfig(floors="harmful_rate <= champion")).check()
     with pytest.raises(ConfigError, match="champion_alias and register.alias"):
         PipelineConfig(register=RegisterConfig(champion_alias="challenger")).check()
+
+
+def test_summary_is_the_whole_sentence_a_reviewer_reads():
+    """The gate's one-line summary lands on the version (gate_summary tag): outcome, what it was judged
+    against, and the failed rules in order; the first version names its floors-only judgement."""
+    promoted = judge({"margin_hardest": 1.5, "reward_mean": 1.5, "harmful_rate": 0.5}, CHAMPION, gate=GATE,
+                     floors=FLOORS, champion_uri="models:/hps-policy/1")
+    assert promoted.summary() == f"{PROMOTED} (against champion models:/hps-policy/1)"
+    rejected = judge({"margin_hardest": 1.0, "reward_mean": 1.25, "harmful_rate": 0.0}, CHAMPION, gate=GATE,
+                     floors=FLOORS, champion_uri="models:/hps-policy/1")
+    assert rejected.summary() == (f"{REJECTED} (against champion models:/hps-policy/1); "
+                                  "failed: margin_hardest > champion, reward_mean >= champion - 0.5")
+    first = judge({"margin_hardest": -1.0, "reward_mean": 0.0, "harmful_rate": 0.0}, None, gate=GATE, floors=FLOORS)
+    assert first.summary() == f"{REJECTED} (first version: absolute floors only); failed: margin_hardest > 0"

@@ -218,3 +218,77 @@ def test_schedule_validation_messages():
         make_gamma_schedule().value(0, 0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         GammaSchedule().gamma = 3.0
+
+
+# hps_core.sampling.negatives: the configured draw (which rule, which schedule, which groups, online or not)
+
+def _negatives_cfg(**hps):
+    from hps_core.config.schema import PipelineConfig
+
+    return PipelineConfig.from_dict({"run": {"seed": 3}, "hps": {"epochs": 2, "batch_size": 2, "grad_accum_steps": 2, **hps}})
+
+
+def _negatives_groups():
+    """6 training prompts (scores 0..3, best first after ranking) and 2 held-out ones."""
+    import pandas as pd
+
+    from hps_core.sampling.groups import build_groups
+
+    rows = [{"prompt_id": f"p{i}", "prompt": f"q{i}", "response_id": f"p{i}-{j}", "response": f"a{j}",
+             "score": float(j), "is_harmful": None, "split": "train" if i < 6 else "eval"}
+            for i in range(8) for j in range(4)]
+    return build_groups(pd.DataFrame(rows))
+
+
+@pytest.mark.parametrize("hardness, estimator, online", [
+    ("score", "pair", False), ("score", "unbiased", True), ("policy", "pair", True), ("mix", "pair", True)])
+def test_negatives_are_drawn_by_the_trainer_exactly_when_the_draw_needs_the_policy(hardness, estimator, online):
+    from types import SimpleNamespace
+
+    from hps_core.sampling.negatives import is_online
+
+    assert is_online(SimpleNamespace(hardness=hardness, estimator=estimator)) is online
+
+
+def test_configured_draw_covers_training_groups_per_epoch_on_the_plan():
+    """6 training groups x 2 epochs = 12 rows, none of the 2 held-out prompts; 4 examples per step
+    (batch 2 x accumulation 2) -> steps 0, 1 (4 + 2 groups) in epoch 0 and 2, 3 in epoch 1; hps: every
+    negative is a dispreferred rank 1..3 of its group; the same seed draws the same table."""
+    from hps_core.sampling.negatives import draw_negatives
+
+    groups = _negatives_groups()
+    cfg = _negatives_cfg(method="dpo-hps", gamma_schedule="constant", gamma=2.0)
+    table = draw_negatives(cfg, groups)
+    assert len(table) == 12 and set(table["prompt_id"]) == {f"p{i}" for i in range(6)}
+    assert table.groupby("epoch")["step"].agg(lambda s: sorted(set(s))).to_dict() == {0: [0, 1], 1: [2, 3]}
+    assert table.groupby("step").size().to_dict() == {0: 4, 1: 2, 2: 4, 3: 2}
+    assert set(table["negative_rank"]) <= {1, 2, 3} and set(table["gamma"]) == {2.0}
+    assert draw_negatives(cfg, groups).equals(table)
+
+
+def test_configured_draw_rules_per_method():
+    """pl (listwise) draws nothing; bt with max_max takes the top-scored dispreferred (rank 1) always;
+    on-policy hps records the plan with rank -1 (the trainer draws at the step)."""
+    from hps_core.sampling.groups import NEGATIVE_COLUMNS
+    from hps_core.sampling.negatives import draw_negatives
+
+    groups = _negatives_groups()
+    pl = draw_negatives(_negatives_cfg(method="dpo-pl"), groups)
+    assert pl.empty and list(pl.columns) == list(NEGATIVE_COLUMNS)
+    bt = draw_negatives(_negatives_cfg(method="dpo-bt", bt_negative_rule="max_max"), groups)
+    assert len(bt) == 12 and set(bt["negative_rank"]) == {1}
+    online = draw_negatives(_negatives_cfg(method="dpo-hps", hardness="policy"), groups)
+    assert len(online) == 12 and set(online["negative_rank"]) == {-1}
+
+
+def test_configured_gamma_schedule_per_kind():
+    """constant 2 -> 2 everywhere; linear 1 -> 5 over 5 steps: 1, 2, 3, 4, 5; step stages (-1, 1) over 4
+    steps: -1, -1, 1, 1."""
+    from hps_core.sampling.negatives import gamma_schedule
+
+    constant = gamma_schedule(_negatives_cfg(gamma_schedule="constant", gamma=2.0).hps)
+    assert [constant.value(s, 5) for s in range(5)] == [2.0] * 5
+    linear = gamma_schedule(_negatives_cfg(gamma_schedule="linear", gamma_start=1.0, gamma_end=5.0).hps)
+    assert [linear.value(s, 5) for s in range(5)] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    staged = gamma_schedule(_negatives_cfg(gamma_schedule="step", gamma_stages=[-1.0, 1.0]).hps)
+    assert [staged.value(s, 4) for s in range(4)] == [-1.0, -1.0, 1.0, 1.0]

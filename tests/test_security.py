@@ -71,6 +71,54 @@ def test_redact_mapping_masks_secret_keys_and_scrubs_values_everywhere(monkeypat
                    "note": f"uses {MASK}", "list": [f"a {MASK}", 3], "empty_key": ""}
 
 
+def test_redact_value_per_type_and_the_empty_values_of_secret_names():
+    """A secret name masks any non-empty value (a number too) but keeps an empty one, so a reader sees the
+    key was unset; strings inside tuples and lists are scrubbed and keep their container type; a secret name
+    inside a nested mapping is masked there; other types pass unchanged."""
+    from hps_core.common.redaction import redact_value
+
+    secrets = ["tok-0123456789"]
+    assert redact_value("api_token", 12345678, secrets) == MASK
+    assert [redact_value("api_token", v, secrets) for v in (None, "", {}, [])] == [None, "", {}, []]
+    assert redact_value("note", ("x tok-0123456789", 2), secrets) == (f"x {MASK}", 2)
+    assert redact_value("note", ["tok-0123456789"], secrets) == [MASK]
+    assert redact_value("cfg", {"inner": {"password": "p", "n": 1.5}}, secrets) == {"inner": {"password": MASK, "n": 1.5}}
+    assert redact_value("n", 1.5, secrets) == 1.5 and redact_value("flag", True, secrets) is True
+
+
+def test_scrubbing_stream_masks_text_and_passes_the_rest_through(monkeypatch):
+    """In process (the subprocess tests below cover real stdout): text is scrubbed and its own length is
+    returned (what print expects); bytes go to the wrapped stream untouched; attributes the wrapper does
+    not define come from the stream; installing twice wraps once; no secrets, no wrapping."""
+    import io
+    import sys
+
+    from hps_core.common.redaction import ScrubbingStream, install_output_scrubbing
+
+    inner = io.StringIO()
+    stream = ScrubbingStream(inner, ["tok-0123456789"])
+    assert stream.write("a tok-0123456789 b") == len("a tok-0123456789 b")
+    assert inner.getvalue() == f"a {MASK} b" and stream.writable()
+    assert stream.getvalue() == f"a {MASK} b"  # __getattr__: StringIO's own method
+    with pytest.raises(TypeError):
+        stream.write(b"bytes")  # refused by the wrapped text stream, as it would be without the wrapper
+
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-0123456789")
+    assert install_output_scrubbing() and install_output_scrubbing()
+    assert isinstance(sys.stdout, ScrubbingStream) and sys.stdout._stream is out and sys.stderr._stream is err
+    print("uses tok-0123456789")
+    sys.stderr.write("tok-0123456789!")
+    assert out.getvalue() == f"uses {MASK}\n" and err.getvalue() == f"{MASK}!"
+
+    monkeypatch.setattr(sys, "stdout", out)
+    for name in [k for k in os.environ if is_secret_name(k)]:
+        monkeypatch.delenv(name)
+    assert install_output_scrubbing() is False and sys.stdout is out
+
+
 def test_output_scrubbing_covers_print_logging_click_and_tracebacks():
     """A process with a secret in its environment: nothing it writes through Python carries the value."""
     secret = f"canary-{uuid.uuid4().hex}"
