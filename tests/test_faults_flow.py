@@ -56,8 +56,7 @@ def _wait(proc: subprocess.Popen, log: Path, timeout: float = 900) -> str:
 
 
 def _evaluate_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
-    (exp,) = [e for e in client.search_experiments() if e.name == "hps"]
-    (parent,) = client.search_runs([exp.experiment_id], f"tags.mlflow.runName = 'hps-{run_id}'")
+    exp, parent = _parent(client, run_id)
     runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}' and "
                               "tags.mlflow.runName = 'evaluate' and attributes.status = 'FINISHED'")
     assert len(runs) == 1, [r.info.run_id for r in runs]
