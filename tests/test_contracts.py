@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -11,10 +13,13 @@ import pytest
 from data_contracts import (
     ContractReport,
     ContractViolation,
+    ExpectationOutcome,
     QuarantineLimitExceeded,
     enforce_contracts,
     group_counts,
     load_suite,
+    normalised_text,
+    pair_checks,
     render_data_docs,
     require_valid,
     row_checks,
@@ -23,6 +28,8 @@ from data_contracts import (
     validate_canonical,
     validate_table,
 )
+from data_contracts import outcome as contract_outcome
+from data_contracts import runner
 from data_contracts.runner import SUITES_DIR
 
 GROUPS = {
@@ -322,3 +329,327 @@ def test_data_docs_html_is_rendered_in_memory(tmp_path, monkeypatch):
     html = render_data_docs(validate_canonical(_set(good_table(), 2, "score", np.inf)))
     assert html.lstrip().lower().startswith("<!doctype html") and "canonical_rows" in html and "group_counts" in html
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- the report's exact text
+# Hand-written literals: what a reader of a failed run sees (step log, card, exception), character for character.
+
+
+def _hand_report() -> ContractReport:
+    return ContractReport(
+        success=False, suites={"canonical_rows": "2.2.0", "group_counts": "2.0.0"},
+        outcomes=[
+            ExpectationOutcome("canonical_rows", "expect_a", "response", True, 9, 0),
+            ExpectationOutcome("canonical_rows", "expect_b", ["prompt_id", "response_id"], False, 9, 2,
+                               [{"prompt_id": "p0"}, "x" * 119], {"mostly": 0.5}, failing_keys=[3, 4]),
+            ExpectationOutcome("group_counts", "expect_c", None, False, error="col | x\nmissing"),
+        ],
+        parameters={"k": np.int64(3), "f": float("inf")})
+
+
+HAND_MARKDOWN = (
+    "**Data contracts FAILED**: 2 of 3 expectations failed (suites: canonical_rows v2.2.0, group_counts v2.0.0)\n"
+    "\n"
+    "| status | suite | expectation | column | failing rows | of | examples |\n"
+    "|---|---|---|---|---|---|---|\n"
+    "| ok | canonical_rows | expect_a | response | 0 | 9 |  |\n"
+    "| FAIL | canonical_rows | expect_b | prompt_id, response_id | 2 | 9 | {\"prompt_id\": \"p0\"}; '"
+    + "x" * 116 + "... |\n"
+    "| FAIL | group_counts | expect_c |  |  |  | col \\| x missing |")
+
+
+def test_markdown_report_is_exactly_the_table_a_reader_sees():
+    report = _hand_report()
+    assert report.to_markdown() == HAND_MARKDOWN
+    lines = HAND_MARKDOWN.splitlines()
+    assert report.to_markdown(only_failures=True) == "\n".join(lines[:4] + lines[5:])
+    passed = ContractReport(True, {"group_counts": "2.0.0"}, [report.outcomes[0]])
+    assert passed.to_markdown().splitlines()[0] == (
+        "**Data contracts PASSED**: 0 of 1 expectations failed (suites: group_counts v2.0.0)")
+
+
+def test_report_dict_is_plain_json_without_failing_keys():
+    assert _hand_report().to_dict() == {
+        "success": False, "suites": {"canonical_rows": "2.2.0", "group_counts": "2.0.0"},
+        "parameters": {"k": 3, "f": "inf"},
+        "statistics": {"evaluated_expectations": 3, "successful_expectations": 1, "unsuccessful_expectations": 2},
+        "outcomes": [
+            {"suite": "canonical_rows", "expectation": "expect_a", "column": "response", "success": True,
+             "element_count": 9, "unexpected_count": 0, "unexpected_examples": [], "kwargs": {}, "error": None},
+            {"suite": "canonical_rows", "expectation": "expect_b", "column": ["prompt_id", "response_id"],
+             "success": False, "element_count": 9, "unexpected_count": 2,
+             "unexpected_examples": [{"prompt_id": "p0"}, "x" * 119], "kwargs": {"mostly": 0.5}, "error": None},
+            {"suite": "group_counts", "expectation": "expect_c", "column": None, "success": False,
+             "element_count": None, "unexpected_count": None, "unexpected_examples": [], "kwargs": {},
+             "error": "col | x\nmissing"}]}
+
+
+def test_violation_text_is_the_failures_then_the_remedy():
+    report = _hand_report()
+    exc = ContractViolation(report)
+    assert exc.report is report
+    assert str(exc) == (report.to_markdown(only_failures=True) + "\n\nNothing downstream ran on this data. Fix the "
+                        "data (or its adapter) so these expectations hold, or set `on_invalid = \"quarantine\"` in "
+                        "the config to drop the offending rows/groups and continue.")
+    assert require_valid(ContractReport(True, {}, [])).success
+    with pytest.raises(ContractViolation):
+        require_valid(report)
+
+
+def test_quarantine_limit_text_lists_the_ten_biggest_reasons_largest_first():
+    report = _hand_report()
+    reasons = {f"r{i}": i + 1 for i in range(11)}  # r10 removed 11 rows ... r0 removed 1 (left out: top 10)
+    exc = QuarantineLimitExceeded(report, kept=5, total=7, min_keep_fraction=0.75, reasons=reasons)
+    assert (exc.kept, exc.total, exc.report) == (5, 7, report)
+    top = "\n".join(f"- {i + 1} rows: r{i}" for i in range(10, 0, -1))
+    assert str(exc) == (
+        f"Quarantine would keep 5 of 7 rows (71.4%), below data.min_keep_fraction = 0.75. Removed rows by reason:\n"
+        f"{top}\n\n{report.to_markdown(only_failures=True)}\n\nNothing downstream ran on this data. Fix the data "
+        "or its adapter, or lower data.min_keep_fraction if losing that much is acceptable.")
+    assert "keep 0 of 0 rows (0.0%)" in str(QuarantineLimitExceeded(report, 0, 0, 0.9, {}))
+
+
+def test_short_and_md_cut_and_escape_at_the_stated_width():
+    assert runner._short("x" * 118) == "'" + "x" * 118 + "'"  # 120 characters: kept whole
+    assert runner._short("x" * 119) == "'" + "x" * 116 + "..."  # 121: cut to 120
+    assert len(runner._short("y" * 500)) == 120
+    assert runner._short({"a": "é", "b": [1, None]}) == '{"a": "é", "b": [1, null]}'
+    assert runner._short("abcdef", n=5) == "'a..."
+    assert runner._md("a|b\nc|") == "a\\|b c\\|"
+    assert runner._md(7) == "7"
+
+
+def test_jsonable_keeps_plain_json_types_only():
+    value = {1: (np.int64(2), np.float64(0.5), float("inf"), float("-inf"), float("nan"), None, pd.NA, pd.NaT,
+                 np.bool_(True), "s", SUITES_DIR.parent / "p", np.array([1, 2]), {3})}
+    out = runner._jsonable(value)
+    assert out == {"1": [2, 0.5, "inf", "-inf", "nan", None, None, None, True, "s",
+                         str(SUITES_DIR.parent / "p"), [1, 2], [3]]}
+    assert type(out["1"][0]) is int and type(out["1"][8]) is bool
+    assert runner._int_or_none(None) is None and runner._int_or_none(np.int64(4)) == 4
+    assert type(runner._int_or_none(2.0)) is int
+
+
+@pytest.mark.parametrize("info, message", [
+    (None, None), ({}, None), ("boom", None),
+    ({"raised_exception": True, "exception_message": "boom"}, "boom"),
+    ({"raised_exception": False, "exception_message": None}, None),
+    ({"raised_exception": False, "exception_message": "half"}, "half"),
+    ({"m1": {"raised_exception": True, "exception_message": "a"},
+      "m2": {"raised_exception": True, "exception_message": "a"},
+      "m3": {"raised_exception": False, "exception_message": "b"},
+      "m4": {"raised_exception": False, "exception_message": None}, "m5": "not a dict"}, "a; b"),
+])
+def test_gx_exception_info_becomes_one_message(info, message):
+    assert runner._exception_message(info) == message
+
+
+def _gx_result(success, kwargs, result, exception_info=None):
+    return SimpleNamespace(success=success, result=result, exception_info=exception_info,
+                           expectation_config=SimpleNamespace(type="expect_x", kwargs=kwargs))
+
+
+def test_outcome_reads_columns_examples_and_failing_keys_from_a_gx_result():
+    rows = [{"row": i, "score": i, "prompt_id": f"p{i}"} for i in range(7)]
+    r = _gx_result(False, {"column_A": "a", "column_B": "b", "batch_id": "x", "mostly": 0.9},
+                   {"element_count": np.int64(9), "unexpected_count": 7, "unexpected_index_list": rows,
+                    "partial_unexpected_index_list": rows[:2], "partial_unexpected_list": [99]})
+    o = runner._outcome("s", r, key="row")
+    assert (o.suite, o.expectation, o.column, o.success) == ("s", "expect_x", ["a", "b"], False)
+    assert (o.element_count, o.unexpected_count, o.kwargs, o.error) == (9, 7, {"column_A": "a", "column_B": "b",
+                                                                               "mostly": 0.9}, None)
+    assert o.unexpected_examples == [{"prompt_id": "p0", "score": 0}, {"prompt_id": "p1", "score": 1}]
+    assert o.failing_keys == list(range(7))
+    # COMPLETE results carry only the full lists: the first MAX_EXAMPLES of them become the examples
+    full = runner._outcome("s", _gx_result(False, {"column": "c"}, {"unexpected_index_list": rows}), key="prompt_id")
+    assert full.column == "c" and full.unexpected_examples == [{"prompt_id": f"p{i}", "score": i} for i in range(5)]
+    assert full.failing_keys == [f"p{i}" for i in range(7)]
+    values = runner._outcome("s", _gx_result(False, {"column_list": ["c", "d"]}, {"unexpected_list": [1, 2]}), "row")
+    assert (values.column, values.unexpected_examples, values.failing_keys) == (["c", "d"], [1, 2], None)
+    summary = runner._outcome("s", _gx_result(False, {"column": "c"}, {"unexpected_index_list": rows,
+                                                                       "partial_unexpected_list": [5, 6]}))
+    assert summary.unexpected_examples == [5, 6] and summary.failing_keys is None  # no key: not complete
+    ok = runner._outcome("s", _gx_result(True, {}, None), key="row")
+    assert (ok.column, ok.success, ok.element_count, ok.unexpected_examples, ok.failing_keys) == (None, True, None, [],
+                                                                                                  None)
+    bare = runner._outcome("s", _gx_result(False, {}, {"unexpected_index_list": [4, 5]}), key="row")
+    assert bare.failing_keys == [4, 5]
+    err = runner._outcome("s", _gx_result(False, {"column": "c"}, {},
+                                          {"raised_exception": True, "exception_message": "no column c"}))
+    assert err.error == "no column c"
+
+
+def test_where_first_puts_origin_and_ids_first_and_drops_the_row_key():
+    example = {"row": 4, "score": 1, "response_id": "r", "prompt_id": "p", "origin": "f:1"}
+    assert list(runner._where_first(example).items()) == [("origin", "f:1"), ("prompt_id", "p"),
+                                                           ("response_id", "r"), ("score", 1)]
+
+
+def test_group_counts_by_hand():
+    """p0: equal scores (no preference); p1: best "C" (a null score ranks last) equals "C " once
+    whitespace is normalised, and its prompt is p0's prompt in another split; p2: one response;
+    p3: two splits."""
+    t = pd.DataFrame({
+        "prompt_id": ["p0", "p0", "p1", "p1", "p2", "p3", "p3"],
+        "prompt": ["Hi there", "Hi there", "hi  THERE", "hi  THERE", "Other", "Other", "Other"],
+        "response": ["A", "B", "C ", "C", "D", "E", "F"],
+        "score": [1.0, 1.0, np.nan, 2.0, 0.0, 1.0, 0.0],
+        "split": ["train", "train", "eval", "eval", "train", "train", "eval"],
+        "origin": [f"f:{i}" for i in range(1, 8)]})
+    gc = group_counts(t)
+    assert gc.to_dict("list") == {
+        "prompt_id": ["p0", "p1", "p2", "p3"], "n_responses": [2, 2, 1, 2], "n_distinct_responses": [2, 2, 1, 2],
+        "n_splits": [1, 1, 1, 2], "preferred_equals_dispreferred": [False, True, False, False],
+        "has_preference": [False, False, True, True], "prompt_text_splits": [2, 2, 1, 1],
+        "origin": ["f:1", "f:3", "f:5", "f:6"]}
+    assert {c: str(d) for c, d in gc.dtypes.items() if c not in ("prompt_id", "origin")} == {
+        "n_responses": "int64", "n_distinct_responses": "int64", "n_splits": "int64",
+        "preferred_equals_dispreferred": "bool", "has_preference": "bool", "prompt_text_splits": "int64"}
+    assert "origin" not in group_counts(t.drop(columns=["origin"])).columns
+
+
+def test_normalised_text_row_checks_and_pair_checks_by_hand():
+    s = pd.Series(["  A\tB ", None, "a  b", "ab"], index=[5, 6, 7, 8])
+    out = normalised_text(s)
+    assert list(out.index) == [5, 6, 7, 8] and out[5] == out[7] == "a b" and out[8] == "ab" and out[6] is pd.NA
+    t = pd.DataFrame({"prompt": ["P", "p ", "P", "Q"], "response": ["r", "R", "s", "r"]}, index=[3, 2, 1, 0])
+    checks = row_checks(t)
+    assert checks["is_near_duplicate"].tolist() == [0, 1, 0, 0] and str(checks["is_near_duplicate"].dtype) == "int8"
+    assert list(checks.index) == [0, 1, 2, 3]
+    assert "is_near_duplicate" not in row_checks(t[["prompt"]]).columns
+    pairs = pair_checks(pd.DataFrame({"response_a": ["X", "a", None], "response_b": ["x ", "b", None]}, index=[9, 8, 7]))
+    assert pairs["responses_identical"].tolist() == [True, False, False] and list(pairs.index) == [0, 1, 2]
+    assert pairs["responses_identical"].dtype == bool
+    assert "responses_identical" not in pair_checks(pd.DataFrame({"response_a": ["X"]})).columns
+
+
+def test_blamed_repeats_are_named_like_failing_rows():
+    checks = pd.DataFrame({"is_near_duplicate": [0, 1, 0, 1, 1, 1, 1, 1], "prompt_id": list("abcdefgh"),
+                           "response_id": [f"r{i}" for i in range(8)], "row": range(8)})
+    o = ExpectationOutcome("canonical_rows", "expect_column_mean_to_be_between", "is_near_duplicate", False)
+    runner._blame_repeats(o, checks, complete=True)
+    assert (o.unexpected_count, o.element_count, o.failing_keys) == (6, 8, [1, 3, 4, 5, 6, 7])
+    assert o.unexpected_examples == [{"prompt_id": p, "response_id": f"r{i}"} for i, p in
+                                     [(1, "b"), (3, "d"), (4, "e"), (5, "f"), (6, "g")]]
+    summary = ExpectationOutcome("canonical_rows", "x", "is_near_duplicate", False)
+    runner._blame_repeats(summary, checks, complete=False)
+    assert summary.failing_keys is None and summary.unexpected_count == 6
+
+
+def test_a_repeat_past_the_duplicate_bound_is_blamed_in_the_report():
+    t = _near_duplicate_rows(good_table())
+    report = validate_canonical(t, duplicate_rate_max=0.0, complete=True)
+    (o,) = [o for o in report.failures if o.column == "is_near_duplicate"]
+    assert (o.unexpected_count, o.element_count, o.failing_keys) == (3, 12, [9, 10, 11])
+    assert [e["response_id"] for e in o.unexpected_examples] == ["p3-r0", "p3-r1", "p3-r2"]
+
+
+def test_validate_canonical_merges_both_suites_in_order():
+    report = validate_canonical(good_table(), max_prompt_chars=100, min_responses_per_group=3)
+    assert report.success and list(report.suites) == ["canonical_rows", "group_counts"]
+    assert report.parameters == {"min_prompt_chars": 1, "max_prompt_chars": 100, "min_response_chars": 1,
+                                 "max_response_chars": 8192, "duplicate_rate_max": 0.05,
+                                 "min_responses_per_group": 3}
+    assert len(report.gx_results) == 2
+    assert [o.suite for o in report.outcomes] == (["canonical_rows"] * len(load_suite("canonical_rows").expectations)
+                                                  + ["group_counts"] * len(load_suite("group_counts").expectations))
+    for name, value in [("min_prompt_chars", 13), ("max_prompt_chars", 5), ("min_response_chars", 6),
+                        ("max_response_chars", 2), ("min_responses_per_group", 4)]:
+        assert not validate_canonical(good_table(), **{name: value}).success, name
+    assert not validate_canonical(_near_duplicate_rows(good_table()),
+                                  duplicate_rate_max=0.2).success
+    assert validate_canonical(_near_duplicate_rows(good_table()),
+                              duplicate_rate_max=0.25).success  # 3 repeats of 12 rows = 0.25
+
+
+def test_examples_stop_at_five_and_complete_names_every_failing_row_and_group():
+    t = good_table()
+    t["score"] = np.nan
+    report = validate_canonical(t)
+    (o,) = [o for o in report.failures if o.expectation == "expect_column_values_to_not_be_null"]
+    assert o.unexpected_count == 9 and len(o.unexpected_examples) == runner.MAX_EXAMPLES == 5
+    assert o.failing_keys is None
+    complete = validate_canonical(_drop(good_table(), [7, 8]), complete=True)
+    (g,) = complete.failures
+    assert (g.suite, g.failing_keys) == ("group_counts", ["p2"])
+    rows = validate_canonical(_set(_set(good_table(), 1, "response", ""), 4, "response", ""), complete=True)
+    assert {tuple(o.failing_keys) for o in rows.failures if o.column == "response"} == {(1, 4)}
+
+
+def test_suite_lookup_errors_say_what_exists(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError) as exc:
+        runner._suite_json("no_such_suite")
+    assert str(exc.value) == (f"no suite 'no_such_suite' in {SUITES_DIR} (known: ['canonical_rows', 'gold_pairs', "
+                              "'group_counts', 'pairwise_labels'])")
+    assert suite_defaults("group_counts") == {"min_responses_per_group": 2}
+    with pytest.raises(ValueError) as bad:
+        validate_table(good_table(), "group_counts", {"min_responses": 1, "zzz": 2})
+    assert str(bad.value) == ("suite 'group_counts' has no parameter(s) ['min_responses', 'zzz']; "
+                              "it takes ['min_responses_per_group']")
+    raw = json.loads((SUITES_DIR / "group_counts.json").read_text())
+    raw["expectations"].append({"type": "expect_no_such_thing", "kwargs": {"column": "x"}})
+    (tmp_path / "broken_suite_for_test.json").write_text(json.dumps(raw))
+    monkeypatch.setattr(runner, "SUITES_DIR", tmp_path)
+    with pytest.raises(ValueError) as broken:
+        load_suite("broken_suite_for_test")
+    assert str(broken.value) == ("suite 'broken_suite_for_test': 1 expectation(s) could not be built; check the JSON")
+
+
+def test_gx_import_turns_analytics_and_chatter_off_unless_set(monkeypatch):
+    import logging
+
+    log = logging.getLogger("great_expectations")
+    monkeypatch.delenv("GX_ANALYTICS_ENABLED", raising=False)
+    monkeypatch.setattr(log, "level", logging.NOTSET)
+    runner._gx()
+    assert os.environ["GX_ANALYTICS_ENABLED"] == "false" and log.level == logging.ERROR
+    monkeypatch.setenv("GX_ANALYTICS_ENABLED", "true")
+    monkeypatch.setattr(log, "level", logging.INFO)
+    runner._gx()
+    assert os.environ["GX_ANALYTICS_ENABLED"] == "true" and log.level == logging.INFO
+
+
+# --------------------------------------------------------------------------- quarantine bookkeeping by hand
+def test_failing_rows_joins_every_broken_expectation_per_row():
+    table = pd.DataFrame({"prompt_id": ["p0", "p0", "p1", "p1"]})
+    report = ContractReport(False, {}, [
+        ExpectationOutcome("canonical_rows", "e1", "response", False, failing_keys=[0, 2, None]),
+        ExpectationOutcome("canonical_rows", "ok", "x", True),
+        ExpectationOutcome("group_counts", "e2", ["a", "b"], False, failing_keys=["p1", "p9"])])
+    reasons = contract_outcome._failing_rows(report, table)
+    assert reasons.tolist() == ["canonical_rows:e1(response)", None, "canonical_rows:e1(response); group_counts:e2(a,b)",
+                                "group_counts:e2(a,b)"]
+    unknown = ContractReport(False, {}, [ExpectationOutcome("canonical_rows", "e1", "x", False, failing_keys=None)])
+    assert contract_outcome._failing_rows(unknown, table) is None
+    errored = ContractReport(False, {}, [ExpectationOutcome("s", "e", "x", False, error="boom", failing_keys=[0])])
+    assert contract_outcome._failing_rows(errored, table) is None
+    nobody = ContractReport(False, {}, [ExpectationOutcome("s", "e", "x", False, failing_keys=[])])
+    assert contract_outcome._failing_rows(nobody, table) is None
+
+
+def test_counts_and_empty_quarantine_by_hand():
+    table = pd.DataFrame({"prompt_id": ["a", "a", "b", "c"], "x": [1, 2, 3, 4]})
+    report = ContractReport(False, {}, [ExpectationOutcome("s", "e", "x", False), ExpectationOutcome("s", "f", "x", True)])
+    assert contract_outcome._counts(table, table.iloc[:2], report) == {
+        "rows_read": 4.0, "rows": 2.0, "rows_quarantined": 2.0, "prompts_read": 3.0, "prompts": 1.0,
+        "contract_failures": 1.0}
+    assert contract_outcome._counts(table[["x"]], table[["x"]], report)["prompts_read"] == 0.0
+    assert contract_outcome._counts(table, table[["x"]], report)["prompts"] == 0.0
+    empty = contract_outcome._empty_quarantine(table)
+    assert list(empty.columns) == ["prompt_id", "x", "quarantine_reason"] and len(empty) == 0
+    assert str(empty["quarantine_reason"].dtype) == "string"
+    assert contract_outcome._col(["a", "b"]) == "a,b" and contract_outcome._col(None) == "None"
+
+
+def test_unknown_policy_is_named_with_the_valid_ones():
+    with pytest.raises(ValueError) as exc:
+        enforce_contracts(good_table(), on_invalid="drop")
+    assert str(exc.value) == "on_invalid = 'drop'; valid: fail, quarantine"
+
+
+def test_passing_table_gets_counts_and_an_empty_quarantine():
+    out = enforce_contracts(good_table().set_axis(range(10, 19)))
+    assert list(out.table.index) == list(range(9)) and out.report is out.final_report
+    assert out.counts == {"rows_read": 9.0, "rows": 9.0, "rows_quarantined": 0.0, "prompts_read": 3.0,
+                          "prompts": 3.0, "contract_failures": 0.0}
+    assert "quarantine_reason" in out.quarantined.columns and len(out.quarantined) == 0
