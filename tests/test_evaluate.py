@@ -18,11 +18,15 @@ from hps_core.evaluate.metrics import (
     bootstrap_ci,
     check_margins_match,
     implicit_margins,
+    implicit_reward_table,
+    margin_metrics,
+    per_group_margins,
     safety_prompts,
     score_generations,
     summarise,
 )
 from hps_core.evaluate.generation import policy_seed
+from hps_core.config.metric_names import MARGIN_METRICS
 from hps_core.evaluate.harm_judge import (
     ClassifierHarmJudge,
     RewardThresholdHarmJudge,
@@ -362,3 +366,151 @@ def test_classifier_judge_flags_by_the_harmful_label(tmp_path):
     judge = ClassifierHarmJudge(model, tok, harmful_index=0, max_length=8, batch_size=2)
     assert judge.flag([""] * 3, texts) == [False] * 3
     assert judge.truncated == 1  # only the long text exceeds 8 tokens
+
+
+# --- exact tables and messages (what the evaluate step writes next to its metrics) --------------------
+
+class _RecordingJudge(_QJudge):
+    def flag(self, prompts, responses, rewards=None):
+        self.seen = (list(prompts), list(responses), list(rewards))
+        return np.array([int("q" in r) for r in responses])  # ints: the table must hold bools
+
+
+def test_score_generations_table_and_per_prompt_by_hand():
+    """The rows of _score (see test_score_generations_hand_values), every column written out."""
+    judge = _RecordingJudge()
+    res = score_generations(
+        "hps", ["p1", "p2"], ["prompt one", "prompt two"], [["abcde", "xy"], ["q", "abcd"]],
+        lambda prompts, texts: [float(len(t)) for t in texts], judge,
+        references=["abcdf", "abcdef"], n_boot=200, seed=0, safety_prompts=[False, True])
+    bleu_p1, bleu_p2 = 0.2 ** 0.25, math.exp(-0.5)
+    expected = pd.DataFrame({
+        "policy": ["hps"] * 4, "prompt_id": ["p1", "p1", "p2", "p2"],
+        "prompt": ["prompt one", "prompt one", "prompt two", "prompt two"], "sample": [0, 1, 0, 1],
+        "generation": ["abcde", "xy", "q", "abcd"], "reward": [5.0, 2.0, 1.0, 4.0],
+        "harmful": [False, False, True, False], "is_best_of_k": [True, False, False, True],
+        "reference_response": ["abcdf", "abcdf", "abcdef", "abcdef"],
+        "safety_prompt": [False, False, True, True], "bleu_char": [bleu_p1, np.nan, np.nan, bleu_p2]})
+    pd.testing.assert_frame_equal(res.table, expected, rtol=1e-12)
+    assert judge.seen == (expected["prompt"].tolist(), expected["generation"].tolist(), [5.0, 2.0, 1.0, 4.0])
+    per_prompt = pd.DataFrame({"reward": [3.5, 2.5], "best": [5.0, 4.0], "harmful": [0.0, 0.5],
+                               "safety": [False, True], "bleu_char": [bleu_p1, bleu_p2]},
+                              index=pd.Index(["p1", "p2"], name="prompt_id"))
+    pd.testing.assert_frame_equal(res.per_prompt, per_prompt, rtol=1e-12)
+
+
+def test_score_generations_metrics_by_hand():
+    """Two prompts: a bootstrap mean of two values is one of them or their midpoint (each end with
+    probability 1/4), so the 2.5 % and 97.5 % percentiles are the two values themselves."""
+    m = _score(sft_reward_per_prompt=pd.Series({"p1": 3.0, "p2": 3.0})).metrics
+    bleu_p1, bleu_p2 = 0.2 ** 0.25, math.exp(-0.5)
+    expected = {
+        "reward_mean": 3.0, "reward_mean_ci_low": 2.5, "reward_mean_ci_high": 3.5, "reward_mean_n": 2.0,
+        "reward_best_of_k": 4.5, "reward_best_of_k_ci_low": 4.0, "reward_best_of_k_ci_high": 5.0,
+        "reward_best_of_k_n": 2.0,
+        "harmful_rate": 0.25, "harmful_rate_ci_low": 0.0, "harmful_rate_ci_high": 0.5, "harmful_rate_n": 2.0,
+        **corpus_bleu_with_ci(["abcde", "abcd"], ["abcdf", "abcdef"], n_boot=200, seed=0),
+        "bleu_char": (bleu_p1 + bleu_p2) / 2, "bleu_char_ci_low": bleu_p2, "bleu_char_ci_high": bleu_p1,
+        "bleu_char_n": 2.0,
+        "win_rate_vs_sft": 0.5, "win_rate_vs_sft_ci_low": 0.0, "win_rate_vs_sft_ci_high": 1.0, "win_rate_vs_sft_n": 2.0}
+    assert m == pytest.approx(expected, rel=1e-12) and list(m) == list(expected)
+
+
+def test_score_generations_passes_its_seed_and_resample_count_to_every_interval():
+    """Five prompts, one generation each (reward = length: 4, 7, 11, 5, 16; SFT's 6 everywhere, so wins
+    0, 1, 1, 0, 1): the intervals are the bootstrap of the per-prompt values with the caller's seed and
+    n_boot (another seed gives another interval)."""
+    texts = ["abcd", "abcdefg", "abcdefghijk", "abcde", "abcdefghijklmnop"]
+    references = ["abcd", "abcdef", "abcdefghijk", "abcxe", "abcdefghijklmno"]
+    def run(seed, n_boot):
+        return score_generations("hps", list("vwxyz"), list("VWXYZ"), [[t] for t in texts],
+                                 lambda p, g: [float(len(t)) for t in g], _QJudge(), references=references,
+                                 n_boot=n_boot, seed=seed, sft_reward_per_prompt=pd.Series(6.0, index=list("vwxyz"))
+                                 ).metrics
+    rewards = [4.0, 7.0, 11.0, 5.0, 16.0]
+    bleu_chars = [char_sentence_bleu(t, r) for t, r in zip(texts, references)]
+    for seed, n_boot in [(3, 50), (4, 50), (3, 70)]:
+        m = run(seed, n_boot)
+        assert (m["reward_mean_ci_low"], m["reward_mean_ci_high"]) == bootstrap_ci(rewards, n_boot=n_boot, seed=seed)
+        assert (m["reward_best_of_k_ci_low"], m["reward_best_of_k_ci_high"]) == bootstrap_ci(rewards, n_boot=n_boot,
+                                                                                             seed=seed)
+        assert (m["win_rate_vs_sft_ci_low"], m["win_rate_vs_sft_ci_high"]) == bootstrap_ci(
+            [0, 1, 1, 0, 1], n_boot=n_boot, seed=seed)
+        assert (m["bleu_char_ci_low"], m["bleu_char_ci_high"]) == bootstrap_ci(bleu_chars, n_boot=n_boot, seed=seed)
+        assert m["bleu_ci_low"] == corpus_bleu_with_ci(texts, references, n_boot=n_boot, seed=seed)["bleu_ci_low"]
+    assert run(3, 50)["reward_mean_ci_low"] != run(4, 50)["reward_mean_ci_low"] or \
+        run(3, 50)["reward_mean_ci_high"] != run(4, 50)["reward_mean_ci_high"]
+
+
+def test_best_of_k_is_the_first_of_tied_rewards():
+    res = score_generations("p", ["a"], ["A"], [["wxyz", "abcd", "x"]], lambda p, g: [float(len(t)) for t in g], _QJudge(),
+                            references=["wxyz"], n_boot=10, seed=0)
+    assert res.table["is_best_of_k"].tolist() == [True, False, False]
+    assert res.metrics["bleu_char"] == 1.0
+
+
+def test_missing_sft_generation_is_named_with_the_count():
+    with pytest.raises(ValueError) as exc:
+        _score(sft_reward_per_prompt=pd.Series({"p3": 3.0}))
+    assert str(exc.value) == "win_rate_vs_sft: 2 prompt(s) of hps have no SFT generation"
+
+
+def test_safety_prompts_ignore_missing_labels_within_labelled_data():
+    groups = pd.DataFrame({"is_harmful": [[None, True], [float("nan"), None], [False, pd.NA]]})
+    assert safety_prompts(groups) == [True, False, False]
+    assert safety_prompts(pd.DataFrame({"is_harmful": [[float("nan")], [pd.NA]]})) is None
+
+
+def test_implicit_reward_table_by_hand():
+    table = implicit_reward_table(_groups(), [-1.0, -3, -2, -4, -1], [-2.0] * 5, 0.5, policy="dpo", reference="base")
+    expected = pd.DataFrame({
+        "policy": ["dpo"] * 5, "reference_policy": ["base"] * 5, "prompt_id": ["A", "A", "A", "B", "B"],
+        "rank": [0, 1, 2, 0, 1], "response_id": ["a0", "a1", "a2", "b0", "b1"], "response": ["x", "y", "z", "u", "v"],
+        "score": [3.0, 2.0, 1.0, 2.0, 1.0], "is_harmful": [False, True, False, None, None], "beta": [0.5] * 5,
+        "logp_policy": [-1.0, -3, -2, -4, -1], "logp_reference": [-2.0] * 5,
+        "implicit_reward": [0.5, -0.5, 0.0, -1.0, 0.5]})
+    pd.testing.assert_frame_equal(table, expected)
+    unlabelled = _groups().assign(is_harmful=[None, None])
+    assert implicit_reward_table(unlabelled, np.zeros(5), np.zeros(5), 0.1)["is_harmful"].tolist() == [None] * 5
+    assert implicit_reward_table(unlabelled, np.zeros(5), np.zeros(5), 0.1)[["policy", "reference_policy"]].iloc[0].tolist() \
+        == ["hps", "sft"]
+    with pytest.raises(ValueError) as exc:
+        implicit_reward_table(_groups(), np.zeros(5), np.zeros(6), 0.5)
+    assert str(exc.value) == "expected 5 log-probs (one per held-out response), got (5,) and (6,)"
+
+
+def test_per_group_margins_sort_by_rank_keep_group_order_and_name_bad_groups():
+    table = implicit_reward_table(_groups(), [-1.0, -3, -2, -4, -1], [-2.0] * 5, 0.5).iloc[[4, 3, 2, 0, 1]]
+    out = per_group_margins(table)
+    assert list(out.columns) == ["prompt_id", "margin_hardest", "margin_mean", "ranking_accuracy", "margin_top_scored"]
+    assert out.to_dict("list") == {"prompt_id": ["B", "A"], "margin_hardest": [-1.5, 0.5], "margin_mean": [-1.5, 0.75],
+                                   "ranking_accuracy": [0.0, 1.0], "margin_top_scored": [-1.5, 1.0]}
+    with pytest.raises(ValueError) as exc:
+        per_group_margins(table[table["rank"] != 0])
+    assert str(exc.value) == ("group B: needs the preferred response (rank 0) and at least one dispreferred one")
+    with pytest.raises(ValueError, match="group B: needs"):
+        per_group_margins(table[table["rank"] == 0])
+    m = margin_metrics(table, n_boot=100, seed=0)
+    assert list(m) == [f"{k}{s}" for k in MARGIN_METRICS for s in ("", "_ci_low", "_ci_high", "_n")]
+    assert (m["margin_hardest_ci_low"], m["margin_hardest_ci_high"]) == (-1.5, 0.5)
+
+
+def test_check_margins_match_per_eval_set_from_a_parquet_file(tmp_path):
+    table, m = implicit_margins(_groups(), np.array([-1.0, -3, -2, -4, -1]), np.full(5, -2.0), 0.5, n_boot=50, seed=0)
+    both = pd.concat([table.assign(eval_set="hh"), table.assign(eval_set="safe", beta=1.0)], ignore_index=True)
+    path = tmp_path / "implicit_rewards.parquet"
+    both.to_parquet(path)
+    logged = {**{f"hh/hps/{k}": v for k, v in m.items()},
+              **{f"safe/hps/{k}": (2 * v if k in MARGIN_METRICS and k != "ranking_accuracy" else v)
+                 for k, v in m.items()}}
+    assert check_margins_match(str(path), logged) == 8
+    with pytest.raises(AssertionError) as exc:
+        check_margins_match(both, {**logged, "safe/hps/margin_hardest_n": 3.0, "hh/hps/margin_mean": -0.5})
+    assert str(exc.value) == ("margins logged != margins recomputed from the implicit-rewards table:\n"
+                              "hh/hps/margin_mean: logged -0.5, recomputed from the table -0.375\n"
+                              "safe/hps/margin_hardest_n: logged 3.0, table has 2 groups")
+    near_zero = table.assign(logp_policy=table["logp_reference"])  # every margin 0.0
+    zeros = {f"hps/{k}": 0.0 for k in MARGIN_METRICS}
+    assert check_margins_match(near_zero, {**zeros, "hps/margin_mean": 1e-13}) == 4  # float noise around 0
+    with pytest.raises(AssertionError, match="hps/margin_mean: logged 1e-09"):
+        check_margins_match(near_zero, {**zeros, "hps/margin_mean": 1e-9})
