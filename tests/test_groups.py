@@ -7,7 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hps_core.sampling.groups import NEGATIVE_COLUMNS, build_groups, draw_epoch_negatives, group_stats, groups_digest, plan_steps
+from hps_core.common.digests import json_digest
+from hps_core.sampling.groups import (
+    NEGATIVE_COLUMNS,
+    SplitError,
+    build_groups,
+    check_splits,
+    draw_epoch_negatives,
+    group_stats,
+    groups_digest,
+    plan_steps,
+)
 from hps_core.sampling.hardness import hardness_probs, make_gamma_schedule, select_negative
 
 
@@ -126,3 +136,84 @@ def test_groups_digest_is_stable_and_sensitive():
     other.loc[0, "negative_rank"] = 1 if other.loc[0, "negative_rank"] != 1 else 2
     assert groups_digest(groups, other) != d
     assert groups_digest(groups, neg.iloc[:0]) == groups_digest(groups, pd.DataFrame())  # no negatives (PL)
+
+
+def test_group_frame_by_hand():
+    """Every column of two groups: prompts in sorted id order, prompt text and split from the first row."""
+    t = _table({"b": [0.5, 2.0], "a": [1.0, 1.0, 0.0]}, harmful={"b": [True, False], "a": [None, None, None]})
+    t.loc[t["prompt_id"] == "a", "split"] = "eval"
+    g = build_groups(t)
+    assert list(g.columns) == ["prompt_id", "prompt", "split", "n", "response_ids", "responses", "scores", "is_harmful",
+                               "preferred_id", "dispreferred_ids", "score_gap", "n_top_ties"]
+    assert g.to_dict("records") == [
+        {"prompt_id": "a", "prompt": "prompt a", "split": "eval", "n": 3, "response_ids": ["a-0", "a-1", "a-2"],
+         "responses": ["answer 0 to a", "answer 1 to a", "answer 2 to a"], "scores": [1.0, 1.0, 0.0],
+         "is_harmful": [None, None, None], "preferred_id": "a-0", "dispreferred_ids": ["a-1", "a-2"],
+         "score_gap": 0.0, "n_top_ties": 1},
+        {"prompt_id": "b", "prompt": "prompt b", "split": "train", "n": 2, "response_ids": ["b-1", "b-0"],
+         "responses": ["answer 1 to b", "answer 0 to b"], "scores": [2.0, 0.5], "is_harmful": [False, True],
+         "preferred_id": "b-1", "dispreferred_ids": ["b-0"], "score_gap": 1.5, "n_top_ties": 0}]
+    with pytest.raises(ValueError) as exc:
+        build_groups(_table({"solo": [1.0]}))
+    assert str(exc.value) == "prompt solo has 1 response(s); a preference group needs at least 2"
+
+
+def test_group_stats_by_hand():
+    """4 groups: splits train, train, eval, reward; sizes 2, 3, 4, 3 (mean 3); gaps 1, 0, 2, 3 (mean 1.5);
+    one group with a top tie. Negatives drawn at ranks 1, 2, 1 -> mean 4/3, hardest share 2/3."""
+    groups = pd.DataFrame({"split": ["train", "train", "eval", "reward"], "n": [2, 3, 4, 3],
+                           "score_gap": [1.0, 0.0, 2.0, 3.0], "n_top_ties": [0, 2, 0, 0]})
+    stats = group_stats(groups, pd.DataFrame({"negative_rank": [1, 2, 1]}))
+    assert stats == {"groups": 4.0, "groups_train": 2.0, "groups_eval": 1.0, "groups_reward": 1.0,
+                     "responses_per_group_mean": 3.0, "score_gap_mean": 1.5, "groups_with_top_ties": 1.0,
+                     "negative_rank_mean": pytest.approx(4 / 3), "negative_is_hardest_share": pytest.approx(2 / 3)}
+    assert all(type(v) is float for v in stats.values())
+    online = group_stats(groups, pd.DataFrame({"negative_rank": [-1, -1]}))  # drawn by the trainer: no rank stats
+    assert "negative_rank_mean" not in online and "negative_is_hardest_share" not in online
+    assert "negative_rank_mean" not in group_stats(groups, pd.DataFrame({"negative_rank": [1, -1]}))
+
+
+def test_groups_digest_covers_ids_scores_splits_and_negatives_only():
+    groups = build_groups(_table({"a": [1.0, 0.0], "b": [2.0, 1.0]}))
+    neg = pd.DataFrame({"epoch": [0], "negative_rank": [1]})
+    assert groups_digest(groups, neg) == json_digest({
+        "groups": {"prompt_id": ["a", "b"], "split": ["train", "train"], "response_ids": [["a-0", "a-1"], ["b-0", "b-1"]],
+                   "scores": [[1.0, 0.0], [2.0, 1.0]]},
+        "negatives": {"epoch": [0], "negative_rank": [1]}})
+    d = groups_digest(groups, neg)
+    for column, value in [("split", "eval"), ("scores", [1.0, -1.0]), ("response_ids", ["a-0", "a-9"])]:
+        changed = groups.copy()
+        changed.at[0, column] = value
+        assert groups_digest(changed, neg) != d, column
+    assert groups_digest(groups.assign(prompt="reworded"), neg) == d  # the text is not what the pairs are named by
+
+
+def _split_cfg(batch_size=2):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(data=SimpleNamespace(eval_fraction=0.25, reward_fraction=0.1),
+                           hps=SimpleNamespace(batch_size=batch_size))
+
+
+@pytest.mark.parametrize("splits, batch_size, message", [
+    (["eval", "reward", "eval"], 2,
+     "3 prompt group(s) (0 training, 2 held out, 1 for the reward model): no training groups. With "
+     "data.eval_fraction = 0.25, data.reward_fraction = 0.1, add prompts to the data or lower the fractions so "
+     "some prompts stay for training"),
+    (["train", "train", "reward"], 2,
+     "3 prompt group(s) (2 training, 0 held out, 1 for the reward model): no held-out groups, so the evaluation "
+     "would have nothing to measure. With data.eval_fraction = 0.25, data.reward_fraction = 0.1, add prompts or "
+     "raise data.eval_fraction"),
+    (["train", "train", "eval"], 3,
+     "3 prompt group(s) (2 training, 1 held out, 0 for the reward model): fewer training groups than one "
+     "preference batch (hps.batch_size = 3); lower hps.batch_size to at most 2 or add prompts"),
+])
+def test_check_splits_refuses_with_the_fix(splits, batch_size, message):
+    with pytest.raises(SplitError) as exc:
+        check_splits(pd.DataFrame({"split": splits}), _split_cfg(batch_size))
+    assert str(exc.value) == message
+    assert isinstance(exc.value, ValueError)
+
+
+def test_check_splits_passes_at_exactly_one_batch():
+    assert check_splits(pd.DataFrame({"split": ["train", "train", "eval"]}), _split_cfg(2)) is None
