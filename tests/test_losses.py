@@ -383,3 +383,52 @@ def test_unbiased_estimator_expectation_is_the_exact_gradient(gamma_s, gamma_r):
         _, g = grads(lambda a, x: hps_loss(a, x[:, j], n_dispreferred=2, beta=beta, log_n_offset=True))
         biased = [b + q[j] * gj for b, gj in zip(biased, g)]
     assert biased != pytest.approx(hand, rel=1e-3)
+
+
+# ---------------------------------------------------------------- arguments reach the loss, errors name the function
+def test_weighted_hps_passes_framework_and_smoothing_and_accepts_w1_one_half():
+    """w1 = 0.5 (two equally good answers) is allowed; framework and label_smoothing reach both terms:
+    ipo and cDPO (eps 0.2) values differ from plain DPO's."""
+    y1, y2, ys = T(1.0, 0.2), T(0.5, 0.1), T(0.0, 0.3)
+    for kw in ({"framework": "ipo"}, {"framework": "dpo", "label_smoothing": 0.2}, {"framework": "exo_pair", "label_smoothing": 0.3}):
+        want = 0.5 * pair_loss(kw["framework"], y1, ys, beta=0.5, label_smoothing=kw.get("label_smoothing", 0.0)) \
+            + 0.5 * pair_loss(kw["framework"], y2, ys, beta=0.5, label_smoothing=kw.get("label_smoothing", 0.0))
+        assert_close(weighted_hps_loss(y1, y2, ys, w1=0.5, n_dispreferred=4, beta=0.5, **kw), want)
+        assert not torch.allclose(want, weighted_hps_loss(y1, y2, ys, w1=0.5, n_dispreferred=4, beta=0.5))
+    with pytest.raises(ValueError) as exc:
+        weighted_hps_loss(y1, y2, ys, w1=0.49, n_dispreferred=4, beta=0.5)
+    assert str(exc.value) == "w1 must lie in [0.5, 1] (the better answer weighs at least as much), got 0.49."
+
+
+def test_listwise_takes_framework_aliases_and_the_mask_for_plackett_luce():
+    """"sigmoid" is DPO's TRL name: its listwise loss is Plackett-Luce, with the padding masked out."""
+    x = torch.tensor([[2.0, 1.0, 1e4], [2.0, 1.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    assert_close(listwise_loss("sigmoid", x, beta=1.0, mask=mask), T(0.3132617, 0.7208676), atol=1e-7, rtol=0)
+    with pytest.raises(ValueError) as exc:
+        listwise_loss("sigmoid", x, beta=1.0, label_smoothing=0.1)
+    assert str(exc.value) == "dpo-pl (Plackett-Luce) has no label smoothing; set label_smoothing=0."
+    # exo_pair's smoothing reaches each stage's pair loss: x = (1, 0.5, 0), stages mean(l(0.5), l(1)) + l(0.5)
+    x3 = T(1.0, 0.5, 0.0)[None]
+    for eps in (0.0, 0.2):
+        l = lambda a, b: pair_loss("exo_pair", T(a), T(b), beta=0.5, label_smoothing=eps)  # noqa: E731
+        assert_close(listwise_loss("exo", x3, beta=0.5, label_smoothing=eps), (l(1.0, 0.5) + l(1.0, 0.0)) / 2 + l(0.5, 0.0))
+
+
+@pytest.mark.parametrize("name, call", [
+    ("pl_loss", lambda x, m: pl_loss(x, beta=1.0, mask=m)),
+    ("listwise_loss", lambda x, m: listwise_loss("ipo", x, beta=1.0, mask=m)),
+    ("hps_exact_loss", lambda x, m: hps_exact_loss(x[..., 0], x, x, beta=1.0, gamma=1.0, mask=m)),
+    ("hps_importance_loss", lambda x, m: hps_importance_loss(x[..., 0], x, n_dispreferred=2, beta=1.0, mask=m)),
+])
+def test_shape_errors_name_the_loss_and_both_shapes(name, call):
+    with pytest.raises(ValueError) as exc:
+        call(torch.zeros(3, dtype=torch.float64), None)
+    assert str(exc.value) == f"{name}: expected a (batch, n) tensor, got shape (3,)."
+    with pytest.raises(ValueError) as exc:
+        call(torch.zeros(2, 3, dtype=torch.float64), torch.ones(2, 2, dtype=torch.bool))
+    assert str(exc.value) == f"{name}: mask shape (2, 2) != values shape (2, 3)."
+    with pytest.raises(ValueError) as exc:
+        call(torch.zeros(2, 3, dtype=torch.float64), torch.tensor([[True] * 3, [False] * 3]))
+    min_valid = 2 if name in ("pl_loss", "listwise_loss") else 1
+    assert str(exc.value) == f"{name}: every row needs at least {min_valid} unmasked response(s)."
