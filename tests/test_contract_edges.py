@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_contracts import group_counts, row_checks, validate_canonical, validate_table
+from data_contracts import group_counts, row_checks, validate_canonical, validate_pairwise, validate_table
 from data_contracts.runner import SUITES_DIR, ContractReport, pair_checks
 
 EXIST = "expect_column_to_exist"
@@ -507,3 +507,20 @@ def test_normalised_text_is_case_and_whitespace_blind_only(variant):
     out = normalised_text(pd.Series([text, VARIANTS[variant](text), text.replace("France", "Spain")]))
     assert out.tolist()[:2] == ["what is the capital of france?"] * 2
     assert out.tolist()[2] == "what is the capital of spain?"
+
+
+@pytest.mark.parametrize("gold", [False, True])
+def test_validate_pairwise_picks_the_suite_and_passes_its_length_bounds(gold):
+    """validate_pairwise runs pairwise_labels (human + AI labels) or, with gold=True, gold_pairs, with the
+    length bounds it is given; the prompts here are 23 characters, response_a 16 and response_b 17."""
+    family = "gold_pairs" if gold else "pairwise_labels"
+    table = _frame(family, _pair_rows("p", [{}, {}], gold=gold))
+    report = validate_pairwise(table, gold=gold)
+    assert report.success and list(report.suites) == [family]
+    assert report.parameters == {"max_prompt_chars": 4096, "max_response_chars": 8192}
+    assert "responses_identical" in {o.column for o in report.outcomes}
+    short_prompts = validate_pairwise(table, gold=gold, max_prompt_chars=22)
+    assert {(o.column, o.unexpected_count) for o in short_prompts.failures} == {("prompt", 2)}
+    short_responses = validate_pairwise(table, gold=gold, max_response_chars=16)
+    assert {(o.column, o.unexpected_count) for o in short_responses.failures} == {("response_b", 2)}
+    assert validate_pairwise(table, gold=gold, max_prompt_chars=23, max_response_chars=17).success

@@ -42,6 +42,8 @@ def test_first_version_is_judged_on_floors_only():
     """No champion: gate rules are skipped. margin 0.1 > 0 and harmful 0.5 <= 0.5 -> promoted, 2 checks."""
     d = judge({"margin_hardest": 0.1, "harmful_rate": 0.5, "reward_mean": -9.0}, None, gate=GATE, floors=FLOORS)
     assert d.promote and d.outcome == PROMOTED and d.champion is None
+    named = judge({"margin_hardest": 0.1, "harmful_rate": 0.5}, None, gate=GATE, floors=FLOORS, champion_uri="models:/p@champion")
+    assert named.champion is None  # a URI with no champion values behind it was not judged against
     assert d.reasons == ["margin_hardest > 0: pass (0.1 > 0)", "harmful_rate <= 0.5: pass (0.5 <= 0.5)"]
 
 

@@ -338,3 +338,31 @@ def test_no_script_or_readme_command_binds_all_interfaces():
                 host_lines += 1
                 assert "127.0.0.1" in line, f"{path}: {line.strip()}"
     assert host_lines >= 4  # infra/mlflow_server.sh, tests/mlflow_server.py, the `mlflow ui` commands of README and docs
+
+
+def test_scrubbing_stream_passes_non_text_through_and_keeps_the_secrets_it_was_installed_with(monkeypatch):
+    """Whatever is not text reaches the wrapped stream as the same object; the secrets are read once, at
+    install: a secret removed from the environment afterwards is still masked in what is written."""
+    import io
+    import sys
+
+    from hps_core.common.redaction import ScrubbingStream, install_output_scrubbing
+
+    class Recorder:
+        def __init__(self):
+            self.got = []
+
+        def write(self, s):
+            self.got.append(s)
+            return 7
+
+    inner, payload = Recorder(), b"tok-0123456789"
+    assert ScrubbingStream(inner, ["tok-0123456789"]).write(payload) == 7 and inner.got == [payload]
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-0123456789")
+    assert install_output_scrubbing()
+    monkeypatch.delenv("MY_SERVICE_TOKEN")
+    sys.stdout.write("still tok-0123456789")
+    assert out.getvalue() == f"still {MASK}"
