@@ -107,3 +107,17 @@ def test_reference_batches_group_by_prompt_and_hold_at_most_batch_size_sequences
     assert all(len({tuple(encoded[i].input_ids[: encoded[i].n_prompt]) for i in row}) == 1 for row in rows)
     assert all(sum(map(len, batch)) <= 3 for batch in batches)
     assert [len(b) for b in shared_prompt_batches(encoded, batch_size=2)] == [1, 1, 1, 1]  # the 3-group is split
+
+
+def test_shared_prompt_batches_by_hand():
+    """Sequences 0, 1, 3 share prompt A (2 tokens), 2 has prompt B (1 token), 4 prompt C (3 tokens);
+    batch_size 2. Rows (at most 2 sequences): A -> [0, 1] and [3]; B -> [2]; C -> [4]. Row lengths
+    (prompt once + responses): [0, 1] 2 + 1 + 2 = 5, [3] 3, [2] 1 + 3 = 4, [4] 3 + 1 = 4; sorted (ties
+    keep their order): [3], [2], [4], [0, 1]. Filling batches of at most 2 sequences: [[3], [2]] (exactly
+    2), then [[4]] ([0, 1] would make 3), then [[0, 1]]."""
+    encoded = [Encoded([1, 2, 10], 2), Encoded([1, 2, 11, 12], 2), Encoded([3, 20, 21, 22], 1),
+               Encoded([1, 2, 13], 2), Encoded([4, 5, 6, 30], 3)]
+    assert shared_prompt_batches(encoded, 2) == [[[3], [2]], [[4]], [[0, 1]]]
+    # batch_size 3: one A row [0, 1, 3] (6 tokens) after B and C (4 each): [[2], [4]] then [[0, 1, 3]]
+    assert shared_prompt_batches(encoded, 3) == [[[2], [4]], [[0, 1, 3]]]
+    assert shared_prompt_batches([], 2) == []

@@ -292,3 +292,12 @@ def test_configured_gamma_schedule_per_kind():
     assert [linear.value(s, 5) for s in range(5)] == [1.0, 2.0, 3.0, 4.0, 5.0]
     staged = gamma_schedule(_negatives_cfg(gamma_schedule="step", gamma_stages=[-1.0, 1.0]).hps)
     assert [staged.value(s, 4) for s in range(4)] == [-1.0, -1.0, 1.0, 1.0]
+
+
+def test_count_top_ties_names_itself_when_given_one_score():
+    from hps_core.sampling.hardness import count_top_ties
+
+    with pytest.raises(ValueError) as exc:
+        count_top_ties([1.0])
+    assert str(exc.value) == "count_top_ties: expected at least 2 score(s), got 1."
+    assert count_top_ties([2.0, 2.0, 1.0, 2.0]) == 2 and count_top_ties([2.0, 1.0]) == 0
