@@ -301,3 +301,77 @@ def test_count_top_ties_names_itself_when_given_one_score():
         count_top_ties([1.0])
     assert str(exc.value) == "count_top_ties: expected at least 2 score(s), got 1."
     assert count_top_ties([2.0, 2.0, 1.0, 2.0]) == 2 and count_top_ties([2.0, 1.0]) == 0
+
+
+# ---------------------------------------------------------------- the configured draws (hps_core.sampling.negatives)
+def _neg_cfg(**hps):
+    from hps_core.config.schema import PipelineConfig, PreferenceTrainConfig, RunConfig
+
+    base = dict(epochs=2, batch_size=3, grad_accum_steps=2)
+    return PipelineConfig(run=RunConfig(seed=5), hps=PreferenceTrainConfig(**(base | hps)))
+
+
+def _neg_groups():
+    import pandas as pd
+
+    from hps_core.sampling.groups import build_groups
+
+    rows = [{"prompt_id": f"p{i}", "prompt": "x", "response_id": f"p{i}-{j}", "response": "y", "score": float(j * (i + 1)),
+             "is_harmful": None, "split": "eval" if i >= 8 else "train"} for i in range(10) for j in range(4)]
+    return build_groups(pd.DataFrame(rows))
+
+
+@pytest.mark.parametrize("hps, rule, gamma_kw", [
+    ({"method": "dpo-hps", "gamma": 2.0}, "hps", {"gamma": 2.0}),
+    ({"method": "ipo-bt", "bt_negative_rule": "max_min"}, "max_min", {"gamma": 1.0}),
+    ({"method": "dpo-bt", "bt_negative_rule": "max_max"}, "max_max", {"gamma": 1.0}),
+    ({"method": "dpo-hps", "hardness": "policy"}, "online", {"gamma": 1.0}),
+    ({"method": "dpo-hps", "estimator": "unbiased"}, "online", {"gamma": 1.0}),
+])
+def test_draw_negatives_is_the_plan_for_the_methods_rule_over_training_groups(hps, rule, gamma_kw):
+    """Training groups only (8 of 10), the run's seed, examples per step = batch_size x grad_accum (6),
+    the configured epochs: exactly what draw_epoch_negatives gives with those arguments."""
+    from hps_core.sampling.groups import draw_epoch_negatives
+    from hps_core.sampling.negatives import draw_negatives
+
+    groups = _neg_groups()
+    got = draw_negatives(_neg_cfg(**hps), groups)
+    train = groups[groups["split"] == "train"].reset_index(drop=True)
+    want = draw_epoch_negatives(train, rule=rule, schedule=make_gamma_schedule("constant", **gamma_kw), n_epochs=2,
+                                seed=5, examples_per_step=6)
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(got, want)
+    assert got["step"].tolist() == [0] * 6 + [1] * 2 + [2] * 6 + [3] * 2
+    assert set(got["prompt_id"]) == set(train["prompt_id"])
+
+
+def test_listwise_methods_draw_no_negatives():
+    from hps_core.sampling.groups import NEGATIVE_COLUMNS
+    from hps_core.sampling.negatives import draw_negatives
+
+    got = draw_negatives(_neg_cfg(method="dpo-pl"), _neg_groups())
+    assert len(got) == 0 and tuple(got.columns) == NEGATIVE_COLUMNS
+
+
+@pytest.mark.parametrize("hardness, estimator, online", [
+    ("score", "pair", False), ("policy", "pair", True), ("mix", "pair", True), ("score", "unbiased", True)])
+def test_is_online_when_the_draw_needs_the_policy(hardness, estimator, online):
+    from types import SimpleNamespace
+
+    from hps_core.sampling.negatives import is_online
+
+    assert is_online(SimpleNamespace(hardness=hardness, estimator=estimator)) is online
+
+
+def test_gamma_schedule_of_each_kind_uses_its_own_fields():
+    from types import SimpleNamespace
+
+    from hps_core.sampling.negatives import gamma_schedule
+
+    hps = SimpleNamespace(gamma_schedule="constant", gamma=2.5, gamma_start=-1.0, gamma_end=3.0, gamma_stages=(7.0, 9.0))
+    assert [gamma_schedule(hps).value(k, 4) for k in range(4)] == [2.5] * 4
+    hps.gamma_schedule = "linear"
+    assert [gamma_schedule(hps).value(k, 5) for k in range(5)] == [-1.0, 0.0, 1.0, 2.0, 3.0]
+    hps.gamma_schedule = "step"
+    assert [gamma_schedule(hps).value(k, 4) for k in range(4)] == [7.0, 7.0, 9.0, 9.0]
