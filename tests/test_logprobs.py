@@ -121,3 +121,26 @@ def test_shared_prompt_batches_by_hand():
     # batch_size 3: one A row [0, 1, 3] (6 tokens) after B and C (4 each): [[2], [4]] then [[0, 1, 3]]
     assert shared_prompt_batches(encoded, 3) == [[[2], [4]], [[0, 1, 3]]]
     assert shared_prompt_batches([], 2) == []
+
+
+def test_length_grouped_batches_sort_within_megabatches_and_cover_every_index_once():
+    """Distinct lengths (length of i = (7 i) mod 34 + 1). With one megabatch covering everything, the
+    batches are the indices sorted longest first, cut into batch_size pieces (in shuffled order). With
+    the default megabatch (16 batches, so 32 indices for batch_size 2) over 34 indices, the first 32 of
+    the shuffled order are sorted among themselves and the last 2 form their own batch."""
+    import numpy as np
+
+    from hps_core.train.batching import length_grouped_batches
+
+    lengths = [(7 * i) % 34 + 1 for i in range(34)]
+    by_length = sorted(range(34), key=lambda i: -lengths[i])
+    one_chunk = list(length_grouped_batches(lengths, 2, np.random.default_rng(0), megabatch=17))
+    assert sorted(map(tuple, one_chunk)) == sorted(tuple(by_length[k : k + 2]) for k in range(0, 34, 2))
+    for seed in range(3):
+        batches = list(length_grouped_batches(lengths, 2, np.random.default_rng(seed)))
+        assert sorted(i for b in batches for i in b) == list(range(34)) and all(len(b) == 2 for b in batches)
+        tail = sorted(np.random.default_rng(seed).permutation(34)[32:].tolist(), key=lambda i: -lengths[i])
+        assert tail in batches
+        head = sorted(np.random.default_rng(seed).permutation(34)[:32].tolist(), key=lambda i: -lengths[i])
+        assert sorted(map(tuple, (b for b in batches if b != tail))) == sorted(tuple(head[k : k + 2]) for k in range(0, 32, 2))
+    assert list(length_grouped_batches([3, 1, 2], 2, np.random.default_rng(0))) in ([[0, 2], [1]], [[1], [0, 2]])
