@@ -11,6 +11,7 @@ from hps_core.sampling.hardness import (
     SELECTION_RULES,
     GammaSchedule,
     count_top_ties,
+    draw_index,
     draw_negative,
     policy_hardness_probs,
     hardness_probs,
@@ -375,3 +376,72 @@ def test_gamma_schedule_of_each_kind_uses_its_own_fields():
     assert [gamma_schedule(hps).value(k, 5) for k in range(5)] == [-1.0, 0.0, 1.0, 2.0, 3.0]
     hps.gamma_schedule = "step"
     assert [gamma_schedule(hps).value(k, 4) for k in range(4)] == [7.0, 7.0, 9.0, 9.0]
+
+
+# ---------------------------------------------------------------- every refusal, word for word
+_RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: draw_index(np.array([1.0]), None), TypeError,
+     "rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), got NoneType; the global numpy RNG "
+     "is never used so that every draw is reproducible."),
+    (lambda: hardness_probs([[1.0, 2.0]], 1.0), ValueError,
+     "hardness_probs: expected a 1-D list of scores, got shape (1, 2)."),
+    (lambda: hardness_probs([], 1.0), ValueError, "hardness_probs: expected at least 1 score(s), got 0."),
+    (lambda: rank_group([1.0]), ValueError, "rank_group: expected at least 2 score(s), got 1."),
+    (lambda: hardness_probs([1.0, float("nan"), float("inf")], 1.0), ValueError,
+     "hardness_probs: scores must be finite; found nan at position 1 (2 non-finite in total). Drop or re-score "
+     "those responses."),
+    (lambda: hardness_probs([1.0], float("inf")), ValueError, "hardness_probs: gamma must be finite, got inf."),
+    (lambda: policy_hardness_probs([1.0], [1.0], 1.0, float("nan")), ValueError,
+     "hardness_probs: gamma_r must be finite, got nan."),
+    (lambda: policy_hardness_probs([1.0, 2.0], [1.0, float("inf")], 1.0, 1.0), ValueError,
+     "hardness_probs (policy rewards): scores must be finite; found inf at position 1 (1 non-finite in total). "
+     "Drop or re-score those responses."),
+    (lambda: policy_hardness_probs([1.0, 2.0], [1.0, 2.0, 3.0], 1.0, 1.0), ValueError,
+     "hardness_probs: 3 policy rewards for 2 scores; give one per response."),
+    (lambda: hardness_probs([1e300, 0.0], 1e10), ValueError,
+     "hardness_probs: gamma * score overflows float64 (gamma=10000000000.0, gamma_r=0.0, max |score|=1e+300)."),
+    (lambda: pick_negative("hps", [1.0], _RNG), ValueError,
+     "Unknown BT negative rule 'hps'; valid rules: random, max_min, max_max."),
+    (lambda: pick_negative("max_min", [], _RNG), ValueError, "pick_negative('max_min'): expected at least 1 score(s), got 0."),
+    (lambda: pick_negative("random", [1.0], None), TypeError,
+     "rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), got NoneType; the global numpy RNG "
+     "is never used so that every draw is reproducible."),
+    (lambda: select_negative("hps", [1.0], _RNG), ValueError,
+     "select_negative('hps', ...) needs gamma (the hardness temperature of q_gamma)."),
+    (lambda: select_negative("best", [1.0], _RNG), ValueError,
+     "Unknown negative-selection rule 'best'; valid rules: hps, random, max_min, max_max."),
+    (lambda: GammaSchedule(kind="cosine"), ValueError,
+     "Unknown gamma schedule kind 'cosine'; valid kinds: constant, linear, step."),
+    (lambda: GammaSchedule(gamma_end=float("nan")), ValueError,
+     "GammaSchedule values must be finite, got GammaSchedule(kind='constant', gamma=1.0, gamma_start=0.0, gamma_end=nan, "
+     "stages=(-5.0, -3.0, -1.0, 1.0, 3.0))."),
+    (lambda: GammaSchedule(kind="step", stages=()), ValueError,
+     "GammaSchedule(kind='step') needs at least one stage in `stages`."),
+    (lambda: GammaSchedule().value(-1, 3), ValueError,
+     "GammaSchedule.value needs step >= 0 and total_steps >= 1, got step=-1, total_steps=3."),
+    (lambda: GammaSchedule().value(0, 0), ValueError,
+     "GammaSchedule.value needs step >= 0 and total_steps >= 1, got step=0, total_steps=0."),
+    (lambda: make_gamma_schedule("cosine"), ValueError,
+     "Unknown gamma schedule kind 'cosine'; valid kinds: constant, linear, step."),
+    (lambda: make_gamma_schedule("linear", gamma=3.0, stages=[1]), ValueError,
+     "Gamma schedule kind 'linear' takes fields gamma_start, gamma_end; got unexpected gamma, stages."),
+])
+def test_refusals_say_what_was_wrong(call, error, message):
+    with pytest.raises(error) as exc:
+        call()
+    assert str(exc.value) == message
+
+
+def test_schedule_edges_by_hand():
+    """linear over 1 step: gamma_start; step k past the end clamps to gamma_end; step schedule with 3
+    stages over 7 steps: floor(3 k / 7) = 0,0,0,1,1,2,2; a step past the end stays on the last stage.
+    Stages given as a list become floats."""
+    lin = make_gamma_schedule("linear", gamma_start=-1.0, gamma_end=3.0)
+    assert lin.value(0, 1) == -1.0 and lin.value(9, 5) == 3.0 and lin.value(2, 5) == 1.0
+    three = make_gamma_schedule("step", stages=[0, 1, 2])
+    assert [three.value(k, 7) for k in range(7)] == [0.0, 0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
+    assert three.value(20, 7) == 2.0 and three.stages == (0.0, 1.0, 2.0) and type(three.stages[0]) is float
+    assert type(make_gamma_schedule("constant", gamma=2).value(0, 1)) is float

@@ -39,7 +39,7 @@ def _finite_scores(scores, what: str, min_len: int = 1) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
         raise ValueError(
-            f"{what}: scores must be finite; found {arr[bad[0]]!r} at position {int(bad[0])} "
+            f"{what}: scores must be finite; found {float(arr[bad[0]])!r} at position {int(bad[0])} "
             f"({bad.size} non-finite in total). Drop or re-score those responses."
         )
     return arr
