@@ -496,8 +496,12 @@ def test_per_group_margins_sort_by_rank_keep_group_order_and_name_bad_groups():
 
 
 def test_check_margins_match_per_eval_set_from_a_parquet_file(tmp_path):
-    table, m = implicit_margins(_groups(), np.array([-1.0, -3, -2, -4, -1]), np.full(5, -2.0), 0.5, n_boot=50, seed=0)
-    both = pd.concat([table.assign(eval_set="hh"), table.assign(eval_set="safe", beta=1.0)], ignore_index=True)
+    """Two eval sets in the table ("safe" first, then "hh"; problems are reported in table order), the
+    reference log-probs not constant (so a margin recomputed from policy + reference would differ), beta 1
+    on "safe" (margins twice those of beta 0.5); read back from a parquet file."""
+    reference = np.array([-2.0, -1.0, -3.0, -2.5, -1.5])
+    table, m = implicit_margins(_groups(), np.array([-1.0, -3, -2, -4, -1]), reference, 0.5, n_boot=50, seed=0)
+    both = pd.concat([table.assign(eval_set="safe", beta=1.0), table.assign(eval_set="hh")], ignore_index=True)
     path = tmp_path / "implicit_rewards.parquet"
     both.to_parquet(path)
     logged = {**{f"hh/hps/{k}": v for k, v in m.items()},
@@ -506,9 +510,14 @@ def test_check_margins_match_per_eval_set_from_a_parquet_file(tmp_path):
     assert check_margins_match(str(path), logged) == 8
     with pytest.raises(AssertionError) as exc:
         check_margins_match(both, {**logged, "safe/hps/margin_hardest_n": 3.0, "hh/hps/margin_mean": -0.5})
+    # r = 0.5 * (policy - reference) = [0.5, -1, 0.5 | -0.75, 0.25]: margin_mean A 0.5 - (-0.25) = 0.75,
+    # B -0.75 - 0.25 = -1, mean -0.125
+    assert m["margin_mean"] == -0.125
     assert str(exc.value) == ("margins logged != margins recomputed from the implicit-rewards table:\n"
-                              "hh/hps/margin_mean: logged -0.5, recomputed from the table -0.375\n"
-                              "safe/hps/margin_hardest_n: logged 3.0, table has 2 groups")
+                              "safe/hps/margin_hardest_n: logged 3.0, table has 2 groups\n"
+                              "hh/hps/margin_mean: logged -0.5, recomputed from the table -0.125")
+    unnamed = both.assign(eval_set=None).iloc[5:]  # an eval_set column with no set named: plain policy names
+    assert check_margins_match(unnamed, {f"hps/{k}": v for k, v in m.items()}) == 4
     near_zero = table.assign(logp_policy=table["logp_reference"])  # every margin 0.0
     zeros = {f"hps/{k}": 0.0 for k in MARGIN_METRICS}
     assert check_margins_match(near_zero, {**zeros, "hps/margin_mean": 1e-13}) == 4  # float noise around 0
