@@ -262,3 +262,32 @@ def test_draws_ignore_the_global_rngs():
     torch.rand(1000)
     exec(_DRAW.replace("print(json.dumps(out))", ""), namespace)
     assert namespace["out"] == first
+
+
+def test_collate_pads_right_and_marks_response_tokens_by_hand():
+    """Rows [5, 6 | 7] (2 prompt tokens) and [8 | 9, 10, 11] (1 prompt token), pad 0."""
+    batch = collate([Encoded([5, 6, 7], 2), Encoded([8, 9, 10, 11], 1)], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [8, 9, 10, 11]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+    assert batch["response_mask"].tolist() == [[False, False, True, False], [False, True, True, True]]
+    assert (batch["input_ids"].dtype, batch["attention_mask"].dtype, batch["response_mask"].dtype) == (
+        torch.long, torch.long, torch.bool)
+    assert collate([Encoded([5], 1), Encoded([1, 2], 1)], pad_id=3)["input_ids"].tolist() == [[5, 3], [1, 2]]
+
+
+def test_truncation_counter_metrics_by_hand():
+    from hps_core.data.encoding import TruncationCounter
+
+    assert TruncationCounter(prompts=2, responses=1, total=9).as_metrics("hps") == {
+        "hps/truncated_prompts": 2.0, "hps/truncated_responses": 1.0, "hps/examples": 9.0}
+
+
+def test_encoder_caches_each_rendered_prompt_once():
+    tok = WordTokenizer()
+    encoder = Encoder(tok, 10, 13)
+    calls = []
+    render = encoder.chat.prompt_ids
+    encoder.chat.prompt_ids = lambda p: calls.append(p) or render(p)
+    a, b = encoder.encode(TRANSCRIPT, "Sure thing"), encoder.encode(TRANSCRIPT, "No")
+    assert calls == [TRANSCRIPT] and a.input_ids[: a.n_prompt] == b.input_ids[: b.n_prompt]
+    assert encoder.prompt_ids(TRANSCRIPT) == a.input_ids[: a.n_prompt] and encoder.counter.total == 2
