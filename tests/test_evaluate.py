@@ -470,6 +470,8 @@ def test_implicit_reward_table_by_hand():
         "logp_policy": [-1.0, -3, -2, -4, -1], "logp_reference": [-2.0] * 5,
         "implicit_reward": [0.5, -0.5, 0.0, -1.0, 0.5]})
     pd.testing.assert_frame_equal(table, expected)
+    as_ints = implicit_reward_table(_groups(), [-1, -3, -2, -4, -1], [-2] * 5, 0.5)  # integer log-probs: floats
+    assert (as_ints["logp_policy"].dtype, as_ints["logp_reference"].dtype) == (np.float64, np.float64)
     unlabelled = _groups().assign(is_harmful=[None, None])
     assert implicit_reward_table(unlabelled, np.zeros(5), np.zeros(5), 0.1)["is_harmful"].tolist() == [None] * 5
     assert implicit_reward_table(unlabelled, np.zeros(5), np.zeros(5), 0.1)[["policy", "reference_policy"]].iloc[0].tolist() \

@@ -432,3 +432,41 @@ def test_shape_errors_name_the_loss_and_both_shapes(name, call):
         call(torch.zeros(2, 3, dtype=torch.float64), torch.tensor([[True] * 3, [False] * 3]))
     min_valid = 2 if name in ("pl_loss", "listwise_loss") else 1
     assert str(exc.value) == f"{name}: every row needs at least {min_valid} unmasked response(s)."
+
+
+def _exact_by_hand(r_plus, rs, scores, gamma):
+    """-log sig(r+ - log(N sum_j q_j e^{r_j})) with q = softmax(gamma s), in Python floats."""
+    w = [math.exp(gamma * s) for s in scores]
+    q = [x / sum(w) for x in w]
+    z = r_plus - math.log(len(rs) * sum(qj * math.exp(r) for qj, r in zip(q, rs)))
+    return math.log1p(math.exp(-z))
+
+
+def test_hps_exact_per_example_gamma_in_float64_by_hand():
+    """Two rows, two negatives each (so a gamma vector that is not reshaped to a column would broadcast
+    across negatives instead of rows); gamma 0.1 and 0.7 are not float32 numbers, and in float64 they stay
+    exact: the loss matches the Python-float formula to 1e-13. The loss comes back in the log-ratios' dtype
+    whatever the scores' dtype."""
+    chosen, neg = T(0.4, -0.2), T(0.1, 0.3, -0.5, 0.2).reshape(2, 2)
+    scores = T(1.3, 0.2, -0.7, 2.9).reshape(2, 2)
+    got = hps_exact_loss(chosen, neg, scores, beta=0.9, gamma=torch.tensor([0.1, 0.7], dtype=torch.float64))
+    want = [_exact_by_hand(0.9 * c, [0.9 * x for x in n], sc, g)
+            for c, n, sc, g in zip(chosen.tolist(), neg.tolist(), scores.tolist(), (0.1, 0.7))]
+    assert got.dtype == torch.float64 and got.tolist() == pytest.approx(want, rel=1e-13, abs=0)
+    scalar = hps_exact_loss(chosen, neg, scores, beta=0.9, gamma=0.1)
+    want_scalar = [_exact_by_hand(0.9 * c, [0.9 * x for x in n], sc, 0.1)
+                   for c, n, sc in zip(chosen.tolist(), neg.tolist(), scores.tolist())]
+    assert scalar.tolist() == pytest.approx(want_scalar, rel=1e-13, abs=0)
+    three = hps_exact_loss(T(0.5), T(0.2, -0.4, 1.0)[None], T(9.0, 1.0, 2.0)[None], beta=0.5, gamma=0.3)
+    assert three.item() == pytest.approx(_exact_by_hand(0.25, [0.1, -0.2, 0.5], [9.0, 1.0, 2.0], 0.3), rel=1e-13)
+    low = hps_exact_loss(chosen.float(), neg.float(), scores, beta=0.9, gamma=0.1)
+    assert low.dtype == torch.float32 and low.tolist() == pytest.approx(want_scalar, rel=1e-6)
+
+
+def test_masks_may_be_integers():
+    x = torch.tensor([[2.0, 1.0, 1e4], [2.0, 1.0, 0.0]], dtype=torch.float64)
+    as_int = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert_close(pl_loss(x, beta=1.0, mask=as_int), pl_loss(x, beta=1.0, mask=as_int.bool()))
+    assert_close(hps_importance_loss(x[:, 0], x, n_dispreferred=3, beta=0.5, mask=as_int),
+                 hps_importance_loss(x[:, 0], x, n_dispreferred=3, beta=0.5, mask=as_int.bool()))
+    assert torch.isfinite(hps_importance_loss(x[:, 0], x, n_dispreferred=3, beta=0.5, mask=as_int)).all()

@@ -366,3 +366,15 @@ def test_scrubbing_stream_passes_non_text_through_and_keeps_the_secrets_it_was_i
     monkeypatch.delenv("MY_SERVICE_TOKEN")
     sys.stdout.write("still tok-0123456789")
     assert out.getvalue() == f"still {MASK}"
+
+
+def test_explicit_secrets_reach_nested_values(monkeypatch):
+    """redact_value with its own secret list (not the environment's) scrubs them at every depth."""
+    from hps_core.common.redaction import redact_value
+
+    for name in [k for k in os.environ if is_secret_name(k)]:
+        monkeypatch.delenv(name)
+    secret = "only-passed-0123456789"
+    value = {"a": f"x {secret}", "nested": {"b": [secret, (f"{secret}!",)]}}
+    assert redact_value("cfg", value, [secret]) == {"a": f"x {MASK}", "nested": {"b": [MASK, (f"{MASK}!",)]}}
+    assert redact_value("cfg", value) == value  # not in the environment: nothing to scrub
