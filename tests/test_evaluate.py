@@ -525,3 +525,19 @@ def test_check_margins_match_per_eval_set_from_a_parquet_file(tmp_path):
     assert check_margins_match(near_zero, {**zeros, "hps/margin_mean": 1e-13}) == 4  # float noise around 0
     with pytest.raises(AssertionError, match="hps/margin_mean: logged 1e-09"):
         check_margins_match(near_zero, {**zeros, "hps/margin_mean": 1e-9})
+
+
+def test_margin_intervals_use_the_callers_seed_and_resample_count():
+    """Five groups of two (the preferred response's reward 0.0, 0.5, 1.0, 1.5, 2.0 over a dispreferred 0):
+    each margin interval is the bootstrap of the per-group values with the given seed and n_boot."""
+    groups = pd.DataFrame({"prompt_id": list("ABCDE"), "n": [2] * 5, "response_ids": [[f"{p}0", f"{p}1"] for p in "ABCDE"],
+                           "responses": [["x", "y"]] * 5, "scores": [[2.0, 1.0]] * 5, "is_harmful": [None] * 5})
+    policy = np.array([0.0, 0, 0.5, 0, 1.0, 0, 1.5, 0, 2.0, 0])
+    margins = [0.0, 0.5, 1.0, 1.5, 2.0]
+    for seed, n_boot in [(1, 40), (2, 40), (1, 60)]:
+        _, m = implicit_margins(groups, policy, np.zeros(10), 1.0, n_boot=n_boot, seed=seed)
+        for name in ("margin_hardest", "margin_mean", "margin_top_scored"):
+            assert (m[f"{name}_ci_low"], m[f"{name}_ci_high"]) == bootstrap_ci(margins, n_boot=n_boot, seed=seed)
+        assert (m["ranking_accuracy_ci_low"], m["ranking_accuracy_ci_high"]) == bootstrap_ci([0, 1, 1, 1, 1], n_boot=n_boot,
+                                                                                             seed=seed)
+    assert bootstrap_ci(margins, n_boot=40, seed=1) != bootstrap_ci(margins, n_boot=40, seed=2)

@@ -144,3 +144,63 @@ def test_length_grouped_batches_sort_within_megabatches_and_cover_every_index_on
         head = sorted(np.random.default_rng(seed).permutation(34)[:32].tolist(), key=lambda i: -lengths[i])
         assert sorted(map(tuple, (b for b in batches if b != tail))) == sorted(tuple(head[k : k + 2]) for k in range(0, 32, 2))
     assert list(length_grouped_batches([3, 1, 2], 2, np.random.default_rng(0))) in ([[0, 2], [1]], [[1], [0, 2]])
+
+
+class _Configured(torch.nn.Module):
+    """Just a config and one parameter: what the attention-mask helpers read of a model."""
+
+    def __init__(self, attn, dtype=torch.float32, **config):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(**({"_attn_implementation": attn} if attn != "absent" else {}), **config)
+        self.w = torch.nn.Parameter(torch.zeros(1, dtype=dtype))
+
+
+def test_attention_implementation_defaults_to_eager():
+    from hps_core.train.logprobs import _attention_of
+
+    assert _attention_of(_Configured("sdpa")) == "sdpa" and _attention_of(_Configured("flash_attention_2")) == "flash_attention_2"
+    assert _attention_of(_Configured(None)) == "eager" and _attention_of(_Configured("absent")) == "eager"
+
+
+# Segments [prompt, prompt, response 1, response 2, padding]: a query sees earlier keys of the prompt
+# and of its own segment (padding sees the prompt and itself).
+SEGMENTS = torch.tensor([[0, 0, 1, 2, -1]])
+ALLOWED = [[1, 0, 0, 0, 0],
+           [1, 1, 0, 0, 0],
+           [1, 1, 1, 0, 0],
+           [1, 1, 0, 1, 0],
+           [1, 1, 0, 0, 1]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_shared_prompt_mask_by_hand(dtype):
+    from hps_core.train.logprobs import shared_prompt_mask
+
+    sdpa = shared_prompt_mask(SEGMENTS, _Configured("sdpa", dtype))
+    assert sdpa.dtype == torch.bool and sdpa.shape == (1, 1, 5, 5) and sdpa[0, 0].int().tolist() == ALLOWED
+    eager = shared_prompt_mask(SEGMENTS, _Configured("eager", dtype))
+    low = torch.finfo(dtype).min
+    assert eager.dtype == dtype and eager.shape == (1, 1, 5, 5)
+    assert eager[0, 0].tolist() == [[0.0 if a else low for a in row] for row in ALLOWED]
+
+
+def test_collate_shared_by_hand():
+    """Row 0: prompt [1, 2] with responses [3] and [4, 5]; row 1: prompt [6] with response [7, 8, 9]."""
+    batch = collate_shared([[Encoded([1, 2, 3], 2), Encoded([1, 2, 4, 5], 2)], [Encoded([6, 7, 8, 9], 1)]], pad_id=0)
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 0]]
+    assert batch["segment_ids"].tolist() == [[0, 0, 1, 2, 2], [0, 1, 1, 1, -1]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 2, 3], [0, 1, 2, 3, 0]]
+    # response tokens and the positions predicting them: 3 at 1 (prompt end), 4 at 1, 5 at 3; 7 at 0, 8 at 1, 9 at 2
+    assert batch["score_rows"].tolist() == [0, 0, 0, 1, 1, 1] and batch["score_cols"].tolist() == [1, 1, 3, 0, 1, 2]
+    assert batch["score_targets"].tolist() == [3, 4, 5, 7, 8, 9] and batch["score_seqs"].tolist() == [0, 1, 1, 2, 2, 2]
+    assert int(batch["n_sequences"]) == 3
+    assert all(v.dtype == torch.long for v in batch.values())
+    empty = collate_shared([[Encoded([1, 2], 2)]], pad_id=0)  # a response with no tokens: nothing to score
+    assert all(empty[k].dtype == torch.long and empty[k].numel() == 0
+               for k in ("score_rows", "score_cols", "score_targets", "score_seqs"))
+    with pytest.raises(ValueError) as exc:
+        collate_shared([[Encoded([1, 2, 3], 2), Encoded([1, 9, 4], 2)]], pad_id=0)
+    assert str(exc.value) == ("collate_shared: sequence 2 of row 0 has another prompt than the row's first; only the "
+                              "responses of one prompt (same prompt tokens) can share a row")
