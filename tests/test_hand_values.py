@@ -291,3 +291,11 @@ def test_encoder_caches_each_rendered_prompt_once():
     a, b = encoder.encode(TRANSCRIPT, "Sure thing"), encoder.encode(TRANSCRIPT, "No")
     assert calls == [TRANSCRIPT] and a.input_ids[: a.n_prompt] == b.input_ids[: b.n_prompt]
     assert encoder.prompt_ids(TRANSCRIPT) == a.input_ids[: a.n_prompt] and encoder.counter.total == 2
+
+
+def test_truncation_counts_accumulate_over_examples():
+    """Three examples at max_prompt 6, max_length 8 (see the table above: both ends cut each time)."""
+    encoder = Encoder(WordTokenizer(), 6, 8)
+    for _ in range(3):
+        encoder.encode(TRANSCRIPT, "Sure thing")
+    assert (encoder.counter.prompts, encoder.counter.responses, encoder.counter.total) == (3, 3, 3)
