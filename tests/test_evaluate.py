@@ -541,3 +541,41 @@ def test_margin_intervals_use_the_callers_seed_and_resample_count():
         assert (m["ranking_accuracy_ci_low"], m["ranking_accuracy_ci_high"]) == bootstrap_ci([0, 1, 1, 1, 1], n_boot=n_boot,
                                                                                              seed=seed)
     assert bootstrap_ci(margins, n_boot=40, seed=1) != bootstrap_ci(margins, n_boot=40, seed=2)
+
+
+def test_bootstrap_defaults_single_value_and_empty_summary():
+    """Defaults: 1000 resamples, seed 0. One value: every resample is that value. No values: NaN without
+    a RuntimeWarning in the step's log."""
+    import warnings
+
+    values = np.random.default_rng(0).normal(size=30)
+    assert bootstrap_ci(values) == bootstrap_ci(values, n_boot=1000, seed=0)
+    assert bootstrap_ci(values) != bootstrap_ci(values, n_boot=1001, seed=0)
+    assert bootstrap_ci(values) != bootstrap_ci(values, n_boot=1000, seed=1)
+    assert bootstrap_ci([3.5]) == (3.5, 3.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        empty = summarise("x", [], n_boot=10, seed=0)
+    assert list(empty) == ["x", "x_ci_low", "x_ci_high", "x_n"] and empty["x_n"] == 0.0
+    assert all(math.isnan(empty[k]) for k in ("x", "x_ci_low", "x_ci_high"))
+    for seed, n_boot in [(2, 37), (3, 37), (2, 41)]:
+        out = summarise("x", values, n_boot=n_boot, seed=seed)
+        assert (out["x_ci_low"], out["x_ci_high"]) == bootstrap_ci(values, n_boot=n_boot, seed=seed)
+
+
+def test_score_generations_keeps_the_prompts_order_and_reads_integer_rewards_as_floats():
+    """Prompts given as z, a (not sorted): per-prompt rows, and the corpus BLEU interval's resampling, follow
+    that order; the reward function sees every prompt and generation; integer rewards become floats."""
+    seen = []
+
+    def reward_fn(prompts, texts):
+        seen.append((list(prompts), list(texts)))
+        return [len(t) for t in texts]
+
+    gens = [["the cat sat on the mat", "a"], ["the dog ran in the park today", "b"]]
+    refs = ["the cat sat on a mat", "the dog ran in a park today"]
+    res = score_generations("hps", ["z", "a"], ["Z?", "A?"], gens, reward_fn, _QJudge(), references=refs, n_boot=50, seed=4)
+    assert seen == [(["Z?", "Z?", "A?", "A?"], [g for pair in gens for g in pair])]
+    assert list(res.per_prompt.index) == ["z", "a"] and res.table["reward"].dtype == np.float64
+    assert {k: res.metrics[k] for k in ("bleu", "bleu_ci_low", "bleu_ci_high", "bleu_n")} == corpus_bleu_with_ci(
+        [gens[0][0], gens[1][0]], refs, n_boot=50, seed=4)
