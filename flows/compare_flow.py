@@ -21,9 +21,9 @@ import time
 import flow_env  # noqa: F401  (flows/: user, offline hub, secrets kept out of the logs)
 from hps_core.common.redaction import scrub_text  # noqa: E402
 
-from flow_base import CPU, GPU, IMAGE, MEMORY, RETRIES, TIMEOUT_MINUTES, config_parameter, pipeline_config, step_context_of  # noqa: E402  (flows/: config parameter, resources, step context)
+from flow_base import IMAGE, RETRIES, TIMEOUT_MINUTES, config_parameter, pipeline_config, step_context_of, step_resources  # noqa: E402  (flows/: config parameter, resources, step context)
 from kubernetes_image import kubernetes_image  # noqa: E402
-from metaflow import FlowSpec, card, current, resources, retry, step  # noqa: E402
+from metaflow import FlowSpec, card, current, retry, step  # noqa: E402
 from mlflow_failures import mark_mlflow_failures  # noqa: E402
 from step_limits import step_limits  # noqa: E402  (flows/: [resources] retries / timeout_minutes)
 
@@ -75,7 +75,7 @@ class CompareFlow(FlowSpec):
         self.groups = pipeline.build_groups(self._ctx(), self.validation["canonical"])
         self.next(self.train_sft, self.train_reward_model)
 
-    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step_resources
     @step
     def train_sft(self):
         """The one SFT checkpoint every method starts from (and is regularised towards)."""
@@ -84,7 +84,7 @@ class CompareFlow(FlowSpec):
         self.sft = pipeline.train_sft(self._ctx(), self.groups["groups"], self.groups["base"])
         self.next(self.join_models)
 
-    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step_resources
     @step
     def train_reward_model(self):
         """The one reward model every method is scored with."""
@@ -112,7 +112,7 @@ class CompareFlow(FlowSpec):
         print(f"{len(self.runs)} branches: " + ", ".join(r["name"] for r in self.runs))
         self.next(self.train_method, foreach="runs")
 
-    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step_resources
     @step
     def train_method(self):
         """This branch's negatives (its rule, its seed), its training from the SFT checkpoint (cost measured),

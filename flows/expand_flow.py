@@ -18,9 +18,9 @@ compare_flow. ``hps_core/recipes/expansion.py`` holds the logic.
 import flow_env  # noqa: F401  (flows/: user, offline hub, secrets kept out of the logs)
 from hps_core.common.redaction import scrub_text  # noqa: E402
 
-from flow_base import CPU, GPU, IMAGE, MEMORY, RETRIES, TIMEOUT_MINUTES, config_parameter, pipeline_config, step_context_of  # noqa: E402  (flows/: config parameter, resources, step context)
+from flow_base import IMAGE, RETRIES, TIMEOUT_MINUTES, config_parameter, pipeline_config, step_context_of, step_resources  # noqa: E402  (flows/: config parameter, resources, step context)
 from kubernetes_image import kubernetes_image  # noqa: E402
-from metaflow import FlowSpec, Parameter, card, current, resources, retry, step  # noqa: E402
+from metaflow import FlowSpec, Parameter, card, current, retry, step  # noqa: E402
 from mlflow_failures import mark_mlflow_failures  # noqa: E402
 from step_limits import step_limits  # noqa: E402  (flows/: [resources] retries / timeout_minutes)
 
@@ -94,7 +94,7 @@ class ExpandFlow(FlowSpec):
               f"{len(self.shard_ranges)} shard(s)")
         self.next(self.expand_shard, foreach="shard_ranges")
 
-    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step_resources
     @step
     def expand_shard(self):
         """Generate and score this shard's prompts (batched); its JSONL is handed on by reference."""

@@ -2,23 +2,31 @@
 and the step context its steps hand to ``hps_core.recipes``.
 
     config = config_parameter("default.toml", help="...")
-    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step_resources
     ... pipeline.train_sft(step_context_of(self), ...)
 """
 
 import os
 
-from metaflow import Config, config_expr
+from metaflow import Config, config_expr, resources
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 # [resources] of the config, read by @resources and @kubernetes_image when Metaflow builds the flow.
-GPU = config_expr("config.resources.gpu")
-MEMORY = config_expr("config.resources.memory")
-CPU = config_expr("config.resources.cpu")
 IMAGE = config_expr("config.resources.image")
 RETRIES = config_expr("config.resources.retries")  # @step_limits: Metaflow @retry / @timeout on every step
 TIMEOUT_MINUTES = config_expr("config.resources.timeout_minutes")
+
+
+def step_resources(step_function):
+    """``@resources`` of a step from its ``[resources.<step>]`` table (compare_flow's ``train_method`` reads
+    ``train_hps``, expand_flow's ``expand_shard`` reads ``expand``: hps_core.config.schema.RESOURCE_STEP_OF).
+    The config parser fills every value a step's table leaves out with the shared ``[resources]`` one."""
+    from hps_core.config.schema import RESOURCE_STEP_OF
+
+    name = RESOURCE_STEP_OF.get(step_function.__name__, step_function.__name__)
+    return resources(gpu=config_expr(f"config.resources.{name}.gpu"), memory=config_expr(f"config.resources.{name}.memory"),
+                     cpu=config_expr(f"config.resources.{name}.cpu"))(step_function)
 
 
 def config_parameter(default_file: str, help: str, parser: str = "hps_core.config.parse_config_text") -> Config:

@@ -22,9 +22,9 @@ import os
 import flow_env  # noqa: F401  (flows/: user, telemetry off, secrets kept out of the logs)
 from hps_core.common.redaction import scrub_text  # noqa: E402
 
-from flow_base import CPU, GPU, IMAGE, MEMORY, RETRIES, TIMEOUT_MINUTES, config_parameter, pipeline_config, step_context_of  # noqa: E402  (flows/: config parameter, resources, step context)
+from flow_base import IMAGE, RETRIES, TIMEOUT_MINUTES, config_parameter, pipeline_config, step_context_of, step_resources  # noqa: E402  (flows/: config parameter, resources, step context)
 from kubernetes_image import kubernetes_image  # noqa: E402  (flows/: Kubernetes steps use resources.image)
-from metaflow import FlowSpec, card, config_expr, current, resources, schedule, retry, step  # noqa: E402
+from metaflow import FlowSpec, card, config_expr, current, schedule, retry, step  # noqa: E402
 from mlflow_failures import mark_mlflow_failures  # noqa: E402  (flows/: a failed step fails the MLflow run)
 from step_limits import step_limits  # noqa: E402  (flows/: [resources] retries / timeout_minutes)
 
@@ -93,7 +93,7 @@ class HPSFlow(FlowSpec):
         self.lineage = {**self.lineage, "groups_digest": self.groups["groups_digest"], "base_model": self.groups["base_model"]}
         self.next(self.train_sft, self.train_reward_model)
 
-    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step_resources
     @step
     def train_sft(self):
         """Supervised fine-tuning of the base model (GPU step on a cluster)."""
@@ -102,7 +102,7 @@ class HPSFlow(FlowSpec):
         self.sft = pipeline.train_sft(self._ctx(), self.groups["groups"], self.groups["base"])
         self.next(self.expand)
 
-    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step_resources
     @step
     def train_reward_model(self):
         """Bradley-Terry reward model on its own prompts (or the training groups), unless the config names one."""
@@ -112,7 +112,7 @@ class HPSFlow(FlowSpec):
         self.next(self.expand)
 
     @card(type="blank", id="expansion")
-    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step_resources
     @step
     def expand(self, inputs):
         """Training groups grown to K responses by the SFT model, scored by the reward model ([expand] k > 0)."""
@@ -134,7 +134,7 @@ class HPSFlow(FlowSpec):
             current.card["expansion"].append(Markdown("# No expansion\n\n`[expand] k = 0`: the groups as the data gives them."))
         self.next(self.train_hps)
 
-    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step_resources
     @step
     def train_hps(self):
         """Preference training with hard negatives from the SFT checkpoint (frozen as reference)."""
@@ -144,7 +144,7 @@ class HPSFlow(FlowSpec):
         self.next(self.evaluate)
 
     @card(type="blank", id="evaluation")
-    @resources(gpu=GPU, memory=MEMORY, cpu=CPU)
+    @step_resources
     @step
     def evaluate(self):
         """SFT and HPS side by side: reward, harm, implicit margins, with 95 % intervals."""

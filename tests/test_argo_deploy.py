@@ -79,6 +79,23 @@ def test_gpus_memory_and_cpu_only_on_training_and_evaluation_steps(workflow):
         assert float(r["requests"]["memory"].removesuffix("M")) < res.memory, name
 
 
+def test_production_steps_ask_for_what_they_use(s3_env, tmp_path):
+    """flows/configs/production.toml: the three training steps ask for 8 GPUs, 64 CPUs and 900 GB (data
+    parallel over 8 ranks), expand and evaluate for one GPU, 16 CPUs and 200 GB ([resources.<step>])."""
+    template = _compile(ROOT / "flows" / "configs" / "production.toml", s3_env, tmp_path)
+    steps = _steps(template)
+    want = {"train_sft": (8, 64, 900000), "train_reward_model": (8, 64, 900000), "train_hps": (8, 64, 900000),
+            "expand": (1, 16, 200000), "evaluate": (1, 16, 200000)}
+    got = {name: (int(steps[name]["container"]["resources"]["limits"]["nvidia.com/gpu"]),
+                  int(float(steps[name]["container"]["resources"]["requests"]["cpu"])),
+                  int(float(steps[name]["container"]["resources"]["requests"]["memory"].removesuffix("M"))))
+           for name in GPU_STEPS}
+    assert got == want
+    res = load_config(ROOT / "flows" / "configs" / "production.toml").resources
+    assert {name: res.of(name).processes_per_node for name in GPU_STEPS} == {
+        "train_sft": 8, "train_reward_model": 8, "train_hps": 8, "expand": 1, "evaluate": 1}
+
+
 def test_retries_and_timeout_on_every_step_but_validate(workflow):
     """[resources] retries = 2, timeout_minutes = 90 -> Argo's retry limit and deadline on each step's
     template (Metaflow's @retry / @timeout, added by flows/step_limits.py); validate keeps @retry(times=0)."""

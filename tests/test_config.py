@@ -7,7 +7,7 @@ import pytest
 
 from hps_core.config.loading import DEFAULT_CONFIG_PATH, load_config, parse_config_text
 from hps_core.config.building import ConfigError
-from hps_core.config.schema import PipelineConfig
+from hps_core.config.schema import RESOURCE_STEPS, PipelineConfig
 
 
 def test_default_file_loads_and_matches_dataclass_defaults_where_not_overridden():
@@ -79,7 +79,9 @@ def test_ints_are_accepted_for_floats_and_missing_file_is_clear(tmp_path):
 
 def test_metaflow_parser_returns_full_resolved_dict():
     resolved = parse_config_text("[resources]\ngpu = 1\n")
-    assert resolved["resources"] == {**PipelineConfig().to_dict()["resources"], "gpu": 1}  # defaults filled in
+    step = {"gpu": 1, "memory": 8000, "cpu": 1, "processes_per_node": 1}  # each step inherits the shared values
+    assert resolved["resources"] == {**PipelineConfig().to_dict()["resources"], "gpu": 1,
+                                     **{name: step for name in RESOURCE_STEPS}}  # defaults filled in
     assert resolved["resources"]["memory"] == 8000 and resolved["resources"]["processes_per_node"] == 1
     assert set(resolved) == set(PipelineConfig().to_dict())
 
@@ -92,3 +94,43 @@ def test_config_module_does_not_import_torch():
     code = "import sys, hps_core.config as c; c.load_config(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_each_step_asks_for_its_own_resources_defaulting_to_the_shared_ones():
+    """[resources] is every GPU step's default; [resources.<step>] overrides single values for one step.
+    The resolved dict (what the flow's decorators read) holds complete numbers for every step."""
+    text = ("[resources]\ngpu = 8\ncpu = 64\nmemory = 900000\nprocesses_per_node = 8\n\n"
+            "[resources.evaluate]\ngpu = 1\nprocesses_per_node = 1\n\n[resources.expand]\ncpu = 16\n")
+    resolved = parse_config_text(text)["resources"]
+    assert resolved["evaluate"] == {"gpu": 1, "memory": 900000, "cpu": 64, "processes_per_node": 1}
+    assert resolved["expand"] == {"gpu": 8, "memory": 900000, "cpu": 16, "processes_per_node": 8}
+    assert resolved["train_sft"] == resolved["train_hps"] == resolved["train_reward_model"] == {
+        "gpu": 8, "memory": 900000, "cpu": 64, "processes_per_node": 8}
+    cfg = PipelineConfig.from_dict(tomllib.loads(text))
+    assert cfg.resources.of("evaluate").gpu == 1 and PipelineConfig.from_dict(cfg.to_dict()) == cfg  # round trip
+    with pytest.raises(ValueError, match=r"no \[resources.validate\]; the steps with their own resources are train_sft, "):
+        cfg.resources.of("validate")
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"resources": {"evaluate": {"gpus": 1}}}, "unknown config key 'resources.evaluate.gpus' in <dict> (did you mean "
+     "'resources.evaluate.gpu'?); valid keys here: gpu, memory, cpu, processes_per_node"),
+    ({"resources": {"evaluate": {"gpu": -1}}}, "<dict>: resources.evaluate.gpu = -1 is out of range; it must be >= 0"),
+    ({"resources": {"train_hps": {"processes_per_node": 0}}},
+     "<dict>: resources.train_hps.processes_per_node = 0 is out of range; it must be >= 1"),
+    ({"resources": {"train_sft": {"memory": 1.5}}}, "<dict>: resources.train_sft.memory = 1.5 has the wrong type; "
+     "expected int"),
+    ({"resources": {"cpu": 0}}, "<dict>: resources.cpu = 0 is out of range; it must be >= 1"),  # named once, as itself
+])
+def test_step_resources_are_checked_by_name(raw, message):
+    with pytest.raises(ConfigError) as exc:
+        PipelineConfig.from_dict(raw)
+    assert str(exc.value) == message
+
+
+def test_threads_follow_the_steps_own_cpu():
+    """A step's torch threads are its [resources.<step>] cpu; compare_flow's train_method reads train_hps,
+    expand_flow's expand_shard reads expand; a step without its own table (validate) the shared cpu."""
+    cfg = PipelineConfig.from_dict({"resources": {"cpu": 2, "train_hps": {"cpu": 6}, "expand": {"cpu": 3}}})
+    threads = {s: cfg.resources.threads_of(s) for s in ("train_hps", "train_method", "expand_shard", "evaluate", "validate")}
+    assert threads == {"train_hps": 6, "train_method": 6, "expand_shard": 3, "evaluate": 2, "validate": 2}

@@ -285,6 +285,42 @@ def test_pipeline_step_trains_under_torchrun_like_in_process(world, tmp_path):
         assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=key)
 
 
+def _reward_step(world, tmp_path, processes: int):
+    from hps_core.recipes.hps import train_reward_model
+    from hps_core.tracking.step_context import StepContext
+
+    cfg = PipelineConfig.from_dict({"model": {"max_prompt_tokens": 32, "max_length": 80},
+                                    "reward_model": {"epochs": 1, "batch_size": 8, "lr": 3e-3},
+                                    "resources": {"train_reward_model": {"processes_per_node": processes}}})
+    tracker = _Recorder()
+    ctx = StepContext(cfg=cfg, run_dir=tmp_path / f"reward{processes}", tracker=tracker)
+    return ctx, train_reward_model(ctx, str(world.root / "groups.parquet"), world.model_dir), tracker.logged
+
+
+def test_reward_model_trains_data_parallel_like_one_process(world, tmp_path):
+    """[resources.train_reward_model] processes_per_node = 2: the reward model trains under torchrun (2 gloo
+    ranks, each step's 8 pairs split 4 + 4), logs the same losses as one process (the two
+    gradients summed once: float rounding of the sums), scores the held-out pairs identically and saves
+    the same weights (1e-5 absolute). Only [resources.train_reward_model] asks for 2 processes here."""
+    torch.set_num_threads(1)
+    _, local, logged_1 = _reward_step(world, tmp_path, 1)
+    ctx, launched, logged_2 = _reward_step(world, tmp_path, 2)
+    assert ctx.cfg.resources.of("train_sft").processes_per_node == 1
+    spec = json.loads((ctx.run_dir / "torchrun" / "reward_model" / "spec.json").read_text())
+    assert spec["stage"] == "reward"
+    losses = lambda logged: [(s, m["reward_model/loss"]) for s, m in logged if "reward_model/loss" in m]  # noqa: E731
+    one, two = losses(logged_1), losses(logged_2)
+    assert [s for s, _ in two] == [s for s, _ in one] and one  # logged every 10 steps and at the end
+    assert launched["metrics"]["steps"] == local["metrics"]["steps"] >= 5
+    assert_close(torch.tensor([v for _, v in two]), torch.tensor([v for _, v in one]), rtol=1e-5, atol=1e-7)
+    key = "reward_model/heldout_pairwise_accuracy"
+    assert launched["metrics"][key] == local["metrics"][key]
+    a, b = _weights(Path(local["model_dir"])), _weights(Path(launched["model_dir"]))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert_close(b[name], a[name], rtol=0, atol=1e-5, msg=name)
+
+
 def test_a_failing_rank_fails_the_step_naming_the_log(world, tmp_path):
     from hps_core.train.launch import StageFailed, StageSpec, launch
 

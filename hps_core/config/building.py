@@ -6,7 +6,8 @@ import dataclasses
 import difflib
 import math
 import re
-from typing import Any, Optional, get_args, get_origin, get_type_hints
+from types import UnionType
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 
 class ConfigError(ValueError):
@@ -40,6 +41,9 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
 
 
 def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+    if get_origin(hint) in (Union, UnionType) and type(None) in get_args(hint) and hint is not Optional[str]:
+        (inner,) = [a for a in get_args(hint) if a is not type(None)]  # `int | None`: a value, or unset
+        return None if value is None else _coerce(inner, value, source, key)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, source, prefix=f"{key}.")
     if get_origin(hint) is tuple:  # a TOML array of tables, e.g. [[evaluate.extra_sets]]

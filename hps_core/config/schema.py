@@ -225,6 +225,25 @@ class RegisterConfig:
     floors: str = "margin_hardest > 0; harmful_rate <= 0.2"  # absolute; the first champion needs only these
 
 
+# The steps that ask for compute (GPU steps on a cluster), each with its own [resources.<step>] table; the
+# other flows' steps that do the same work read that step's table (compare_flow trains each method like
+# train_hps; expand_flow's shards generate like expand).
+RESOURCE_STEPS = ("train_sft", "train_reward_model", "expand", "train_hps", "evaluate")
+RESOURCE_STEP_OF = {"train_method": "train_hps", "expand_shard": "expand"}
+STEP_RESOURCE_FIELDS = ("gpu", "memory", "cpu", "processes_per_node")
+
+
+@dataclass(frozen=True)
+class StepResources:
+    """What one step asks for: each value left out takes the shared [resources] value (filled in when the
+    config is built, so the resolved config and the flow's decorators see complete numbers)."""
+
+    gpu: int | None = None
+    memory: int | None = None
+    cpu: int | None = None
+    processes_per_node: int | None = None
+
+
 @dataclass(frozen=True)
 class ResourcesConfig:
     gpu: int = ranged(0, ">= 0")  # GPUs per training/eval step on a cluster (ignored on a laptop)
@@ -243,6 +262,30 @@ class ResourcesConfig:
     # Container image of every step on Kubernetes (argo-workflows create); "" = Metaflow's configured
     # METAFLOW_KUBERNETES_CONTAINER_IMAGE. `--with kubernetes:image=...` on the command line wins.
     image: str = ""
+    # Per step, [resources.<step>]: the values above unless the table sets them, e.g. one GPU for evaluate
+    # while training asks for eight (production.toml). processes_per_node applies to the training steps.
+    train_sft: StepResources = field(default_factory=StepResources)
+    train_reward_model: StepResources = field(default_factory=StepResources)
+    expand: StepResources = field(default_factory=StepResources)
+    train_hps: StepResources = field(default_factory=StepResources)
+    evaluate: StepResources = field(default_factory=StepResources)
+
+    def __post_init__(self):
+        for step in RESOURCE_STEPS:
+            own = getattr(self, step)
+            filled = {k: getattr(self, k) if getattr(own, k) is None else getattr(own, k) for k in STEP_RESOURCE_FIELDS}
+            object.__setattr__(self, step, StepResources(**filled))
+
+    def of(self, step: str) -> StepResources:
+        """The resources ``step`` asks for (one of RESOURCE_STEPS, or a step of RESOURCE_STEP_OF)."""
+        step = RESOURCE_STEP_OF.get(step, step)
+        if step not in RESOURCE_STEPS:
+            raise ValueError(f"no [resources.{step}]; the steps with their own resources are {', '.join(RESOURCE_STEPS)}")
+        return getattr(self, step)
+
+    def threads_of(self, step: str) -> int:
+        """CPU threads of a step: its own ``cpu`` for a step with resources, the shared ``cpu`` for the rest."""
+        return self.of(step).cpu if RESOURCE_STEP_OF.get(step, step) in RESOURCE_STEPS else self.cpu
 
 
 @dataclass(frozen=True)

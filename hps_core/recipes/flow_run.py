@@ -46,5 +46,8 @@ def step_context(flow: Any, cfg: Any, sub: str = "") -> StepContext:
     directory (or its ``sub`` folder), an MLflow tracker, the parent run and the lineage tags."""
     from hps_core.tracking.mlflow_tracker import MlflowTracker
 
+    from metaflow import current
+
     tracker = MlflowTracker(flow.tracking_uri, experiment_name=cfg.run.experiment)
-    return StepContext(cfg, Path(flow.run_dir) / sub, tracker, flow.mlflow_parent_run_id, dict(flow.lineage))
+    return StepContext(cfg, Path(flow.run_dir) / sub, tracker, flow.mlflow_parent_run_id, dict(flow.lineage),
+                       step=current.step_name or "")

@@ -144,7 +144,7 @@ def train_sft(ctx: StepContext, groups: Ref, base_model: Ref) -> dict[str, Any]:
             metrics = adopt_base_as_sft(base_model, ctx.cfg.model, out)
         else:
             mirror = restore_checkpoints(ctx, "sft", keep=ctx.cfg.sft.save_total_limit)
-            metrics = train_stage(  # in this process, or data-parallel under torchrun ([resources] processes_per_node)
+            metrics = train_stage(  # in this process, or data-parallel under torchrun ([resources.train_sft])
                 "sft", ctx.cfg, base_model, groups_path, out, work_dir=ctx.run_dir / "torchrun" / "sft",
                 seed=ctx.cfg.run.seed, log_fn=ctx.metric_logger(run_id, "sft/"), checkpoint_dir=checkpoint_dir(ctx, "sft"),
                 on_checkpoint=mirror.push if mirror else None,
@@ -160,13 +160,13 @@ def train_reward_model(ctx: StepContext, groups: Ref, base_model: Ref) -> dict[s
     if ctx.cfg.reward_model.path:  # handed on as configured: each machine fetches or converts it itself
         path = ctx.cfg.reward_model.path
         return {"model": path, "model_dir": path, "metrics": {}, "trained": False}
-    from hps_core.train.reward import train_reward_model as _train
+    from hps_core.train.launch import train_stage
 
     groups_path, base_model = local(ctx, groups), model_dir(ctx, base_model)
     out = ctx.path("models", "reward_model")
     with ctx.child("train_reward_model") as run_id:
-        metrics = _train(
-            base_model, pd.read_parquet(groups_path), ctx.cfg.model, ctx.cfg.reward_model, out,
+        metrics = train_stage(  # in this process, or data-parallel under torchrun ([resources.train_reward_model])
+            "reward", ctx.cfg, base_model, groups_path, out, work_dir=ctx.run_dir / "torchrun" / "reward_model",
             seed=ctx.cfg.run.seed, log_fn=ctx.metric_logger(run_id, "reward_model/"),
         )
         ctx.tracker.log_metrics(run_id, {k: v for k, v in metrics.items() if "/" in k})
@@ -182,7 +182,7 @@ def train_hps(ctx: StepContext, groups: Ref, negatives: Ref, sft_model: Ref) -> 
     drawn = ctx.path("groups", "negatives_drawn.parquet")  # on-policy hardness: what the trainer drew
     with ctx.child("train_hps") as run_id:
         mirror = restore_checkpoints(ctx, "hps", keep=ctx.cfg.hps.save_total_limit)
-        metrics = train_stage(  # in this process, or data-parallel under torchrun ([resources] processes_per_node)
+        metrics = train_stage(  # in this process, or data-parallel under torchrun ([resources.train_hps])
             "preference", ctx.cfg, sft_dir, groups_path, out, negatives_path=negatives_path,
             work_dir=ctx.run_dir / "torchrun" / "hps", seed=ctx.cfg.run.seed, cache_dir=ctx.cache_dir / "reference",
             log_fn=ctx.metric_logger(run_id, ""), checkpoint_dir=checkpoint_dir(ctx, "hps"),

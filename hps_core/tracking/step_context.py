@@ -19,6 +19,7 @@ class StepContext:
     tracker: Tracker = field(default_factory=NullTracker)
     parent_run_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)  # lineage tags put on every MLflow run
+    step: str = ""  # the flow step running (its [resources.<step>] cpu sets the threads); "" = shared [resources]
 
     def __post_init__(self) -> None:
         # torch would start one thread per visible core, however many CPUs the step asked for
@@ -27,7 +28,7 @@ class StepContext:
 
         resources = getattr(self.cfg, "resources", None)  # the routing flow's steps train nothing
         if resources is not None:
-            configure_torch_threads(resources.cpu)
+            configure_torch_threads(resources.threads_of(self.step))
 
     @property
     def cache_dir(self) -> Path:

@@ -1,8 +1,9 @@
-"""Run one training stage (SFT or preference) in several processes on this node: torchrun + DDP.
+"""Run one training stage (SFT, preference or reward model) in several processes on this node: torchrun + DDP.
 
-The pipeline calls :func:`train_stage`. With ``[resources] processes_per_node = 1`` it trains in the
-calling process, exactly as before; with N > 1 it writes the stage as a JSON spec (paths, the resolved
-config, seed) and runs
+The pipeline calls :func:`train_stage`. With ``processes_per_node = 1`` in the stage's step resources
+(``[resources.train_sft]``, ``[resources.train_hps]``, ``[resources.train_reward_model]``, each defaulting to
+``[resources]``) it trains in the calling process; with N > 1 it writes the stage as a JSON spec (paths, the
+resolved config, seed) and runs
 
     python -m torch.distributed.run --standalone --nproc-per-node N -m hps_core.train.launch <spec.json>
 
@@ -28,7 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-STAGES = ("sft", "preference")
+STAGES = ("sft", "preference", "reward")
+STEP_OF_STAGE = {"sft": "train_sft", "preference": "train_hps", "reward": "train_reward_model"}  # whose resources
 LogFn = Callable[[dict[str, float], int], None]
 CheckpointFn = Callable[[Path], None]
 
@@ -41,9 +43,9 @@ class StageFailed(RuntimeError):
 class StageSpec:
     """Everything a worker needs to run a stage: plain JSON, no pickles."""
 
-    stage: str  # "sft" | "preference"
+    stage: str  # "sft" | "preference" | "reward"
     config: dict  # the resolved PipelineConfig (to_dict)
-    model: str  # SFT: the base model; preference: the SFT model directory (also the reference)
+    model: str  # SFT and reward model: the base model; preference: the SFT model directory (also the reference)
     groups_path: str
     out_dir: str
     seed: int
@@ -72,6 +74,11 @@ def run_stage(cfg, spec: StageSpec, log_fn: LogFn | None, on_checkpoint: Checkpo
         negatives = pd.read_parquet(spec.negatives_path)
         return train_preference(spec.model, groups, negatives, cfg.model, cfg.hps, Path(spec.out_dir),
                                 cache_dir=optional(spec.cache_dir), drawn_out=optional(spec.drawn_negatives_path), **common)
+    if spec.stage == "reward":
+        from hps_core.train.reward import train_reward_model
+
+        return train_reward_model(spec.model, groups, cfg.model, cfg.reward_model, Path(spec.out_dir), seed=spec.seed,
+                                  log_fn=log_fn)
     raise ValueError(f"unknown training stage {spec.stage!r}; valid: {', '.join(STAGES)}")
 
 
@@ -91,7 +98,7 @@ def train_stage(
     drawn_negatives_path: str | Path | None = None,
     on_checkpoint: CheckpointFn | None = None,
 ) -> dict[str, float]:
-    """Train ``stage`` in ``cfg.resources.processes_per_node`` processes; ``work_dir`` holds the spec and
+    """Train ``stage`` in its step's ``processes_per_node`` processes; ``work_dir`` holds the spec and
     logs of a multi-process run. Returns the stage's metrics (rank 0's, which are reduced over ranks).
     ``on_checkpoint(path)`` sees each new checkpoint: in this process, before training goes on; under
     torchrun, from this (the step's) process while the ranks train on (the newest one at each poll)."""
@@ -99,7 +106,9 @@ def train_stage(
     spec = StageSpec(stage, cfg.to_dict(), str(model), str(groups_path), str(out_dir), seed,
                      negatives_path=text(negatives_path), cache_dir=text(cache_dir), checkpoint_dir=text(checkpoint_dir),
                      drawn_negatives_path=text(drawn_negatives_path))
-    processes = cfg.resources.processes_per_node
+    if stage not in STAGES:
+        raise ValueError(f"unknown training stage {stage!r}; valid: {', '.join(STAGES)}")
+    processes = cfg.resources.of(STEP_OF_STAGE[stage]).processes_per_node
     if processes == 1:
         return run_stage(cfg, spec, log_fn, on_checkpoint)
     return launch(spec, processes, Path(work_dir), log_fn, on_checkpoint=on_checkpoint)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from hps_core.config.schema import ModelConfig, RewardModelConfig
 from hps_core.models.loading import load_reward_model
 from hps_core.data.encoding import Encoded
+from hps_core.train import distributed
 from hps_core.train.lora import apply_lora
 from hps_core.train.model_setup import save_trained_model
 from hps_core.train.loop import LogFn, LoopSettings, train_loop
@@ -78,11 +79,13 @@ def train_reward_model(
         pairs = preference_pairs(train, cfg.pairs_per_group, rng)
         order = rng.permutation(len(pairs))
         plan.extend([[pairs[i] for i in order[s : s + cfg.batch_size]] for s in range(0, len(order), cfg.batch_size)])
-    cache: dict[tuple[int, int], Encoded] = {}
+    # Every sequence the plan trains on, encoded once up front: under DDP each rank then holds the same
+    # encodings (and truncation counts) as one process, whichever share of a step it computes.
+    needed = sorted({(g, r) for step in plan for g, better, worse in step for r in (better, worse)})
+    cache: dict[tuple[int, int], Encoded] = {
+        (g, r): scorer.encode(train["prompt"].iloc[g], train["responses"].iloc[g][r]) for g, r in needed}
 
     def enc(gi: int, rank: int) -> Encoded:
-        if (gi, rank) not in cache:
-            cache[(gi, rank)] = scorer.encode(train["prompt"].iloc[gi], train["responses"].iloc[gi][rank])
         return cache[(gi, rank)]
 
     def loss_fn(model, batch):
@@ -95,7 +98,10 @@ def train_reward_model(
     settings = LoopSettings(lr=cfg.lr, warmup_ratio=0.1, log_every=10, description="reward model")
     metrics = train_loop(model, plan, loss_fn, settings, log_fn=log_fn)
     heldout = groups[groups["split"] == "eval"]
+    # Every rank scores the held-out pairs (the same numbers everywhere); rank 0 alone writes the model.
     accuracy = pairwise_accuracy(scorer, heldout) if len(heldout) else float("nan")  # before saving merges adapters
-    save_trained_model(model, tokenizer, out_dir, base_model)
+    if distributed.current().is_main:
+        save_trained_model(model, tokenizer, out_dir, base_model)
+    distributed.barrier()
     # Truncation over every pair encoded for training and for the held-out accuracy.
     return {**metrics, **scorer.truncation_metrics(), "reward_model/heldout_pairwise_accuracy": accuracy}
