@@ -407,6 +407,7 @@ def test_quarantine_limit_text_lists_the_ten_biggest_reasons_largest_first():
         f"{top}\n\n{report.to_markdown(only_failures=True)}\n\nNothing downstream ran on this data. Fix the data "
         "or its adapter, or lower data.min_keep_fraction if losing that much is acceptable.")
     assert "keep 0 of 0 rows (0.0%)" in str(QuarantineLimitExceeded(report, 0, 0, 0.9, {}))
+    assert "keep 1 of 1 rows (100.0%)" in str(QuarantineLimitExceeded(report, 1, 1, 1.5, {}))
 
 
 def test_short_and_md_cut_and_escape_at_the_stated_width():
@@ -519,6 +520,7 @@ def test_normalised_text_row_checks_and_pair_checks_by_hand():
     assert "is_near_duplicate" not in row_checks(t[["prompt"]]).columns
     pairs = pair_checks(pd.DataFrame({"response_a": ["X", "a", None], "response_b": ["x ", "b", None]}, index=[9, 8, 7]))
     assert pairs["responses_identical"].tolist() == [True, False, False] and list(pairs.index) == [0, 1, 2]
+    assert list(pairs.columns) == ["response_a", "response_b", "responses_identical"]
     assert pairs["responses_identical"].dtype == bool
     assert "responses_identical" not in pair_checks(pd.DataFrame({"response_a": ["X"]})).columns
 
@@ -625,6 +627,8 @@ def test_failing_rows_joins_every_broken_expectation_per_row():
     assert contract_outcome._failing_rows(errored, table) is None
     nobody = ContractReport(False, {}, [ExpectationOutcome("s", "e", "x", False, failing_keys=[])])
     assert contract_outcome._failing_rows(nobody, table) is None
+    no_ids = ContractReport(False, {}, [ExpectationOutcome("canonical_rows", "e1", "x", False, failing_keys=[1])])
+    assert contract_outcome._failing_rows(no_ids, pd.DataFrame({"x": [5, 6]})).tolist() == [None, "canonical_rows:e1(x)"]
 
 
 def test_counts_and_empty_quarantine_by_hand():
