@@ -107,6 +107,8 @@ def check_config(cfg, source: str = "<dict>") -> None:
     if cfg.resources.processes_per_node < 1:
         raise ConfigError(f"{source}: resources.processes_per_node must be >= 1 (1 = no data parallelism), "
                           f"got {cfg.resources.processes_per_node}")
+    if problem := strategy_problem(cfg, source):
+        raise ConfigError(problem)
     if cfg.schedule.cron and len(cfg.schedule.cron.split()) != 5:
         raise ConfigError(f"{source}: schedule.cron = {cfg.schedule.cron!r} must have 5 fields (minute hour "
                           f"day-of-month month day-of-week), e.g. \"0 3 * * 1\"; \"\" = not scheduled")
@@ -143,3 +145,24 @@ def step_resource_problems(resources, source: str) -> list[str]:
             f"{spec[name]}" for step in RESOURCE_STEPS for name in STEP_RESOURCE_FIELDS
             if not in_range(spec[name], getattr(resources.of(step), name))]
 
+
+
+def strategy_problem(cfg, source: str) -> str:
+    """What is wrong with ``[resources] strategy`` ("" if nothing): an unknown value, or "fsdp" for a
+    multi-process stage it cannot shard (LoRA adapters; on-policy hardness, which runs the policy outside
+    the sharded loss)."""
+    from hps_core.config.vocab import TRAIN_STRATEGIES
+
+    strategy = cfg.resources.strategy
+    if strategy not in TRAIN_STRATEGIES:
+        return f"{source}: resources.strategy = {strategy!r}; valid: {', '.join(map(repr, TRAIN_STRATEGIES))}"
+    if strategy != "fsdp":
+        return ""
+    for section, step in (("sft", "train_sft"), ("hps", "train_hps")):
+        if cfg.resources.of(step).processes_per_node > 1 and getattr(cfg, section).lora.r > 0:
+            return (f"{source}: resources.strategy = \"fsdp\" shards full fine-tunes only, but {section}.lora.r = "
+                    f"{getattr(cfg, section).lora.r}: use strategy = \"ddp\" (LoRA's adapters are small)")
+    if cfg.resources.of("train_hps").processes_per_node > 1 and cfg.hps.hardness != "score":
+        return (f"{source}: resources.strategy = \"fsdp\" with hps.hardness = {cfg.hps.hardness!r}: on-policy "
+                "hardness trains with strategy = \"ddp\" (or set processes_per_node = 1 for train_hps)")
+    return ""

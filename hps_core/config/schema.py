@@ -254,6 +254,10 @@ class ResourcesConfig:
     # Processes that train SFT and preference data-parallel (DDP via torchrun) on the step's node; on a
     # cluster usually the GPU count (one process per GPU). 1 = train in the step's own process.
     processes_per_node: int = ranged(1, ">= 1")
+    # How those processes share the model: "ddp" replicates it on every rank; "fsdp" shards weights,
+    # gradients and AdamW state across the ranks (FSDP2; SFT and preference training, full fine-tunes only).
+    # No effect with one process. docs/production.md, "Sharded training (FSDP)".
+    strategy: str = "ddp"
     # Metaflow @retry / @timeout on every step but validate (a broken data contract is not transient), deployed
     # and local. A retried training step resumes from its newest checkpoint, fetched from MLflow when the
     # pod is new. 0 retries: a failure stops the run at once (a laptop's failures are mostly bugs).

@@ -10,3 +10,4 @@ SCHEDULE_KINDS = ("constant", "linear", "step")  # gamma schedules
 HARDNESS_KINDS = ("score", "policy", "mix")  # [hps] hardness: by reward-model score, by the policy, or both
 HPS_ESTIMATORS = ("pair", "unbiased")  # [hps] estimator of the HPS loss from one drawn negative
 REFERENCE_GAMMA_STAGES = (-5.0, -3.0, -1.0, 1.0, 3.0)  # the reference code's step schedule, each held for 20 % of training
+TRAIN_STRATEGIES = ("ddp", "fsdp")  # [resources] strategy of a multi-process training stage: replicate or shard

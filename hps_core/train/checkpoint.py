@@ -100,18 +100,23 @@ def _full_fine_tune(model) -> bool:
 
 
 def save_checkpoint(root: Path, model, optimizer, scheduler, step: int, meta: dict | None = None, *,
-                    tokenizer=None, keep: int = 2) -> Path:
-    """Write ``<root>/checkpoint-<step>`` (see the module docstring), then keep only the newest ``keep``."""
+                    tokenizer=None, keep: int = 2, model_state: dict | None = None,
+                    optimizer_state: dict | None = None) -> Path:
+    """Write ``<root>/checkpoint-<step>`` (see the module docstring), then keep only the newest ``keep``.
+
+    ``model_state`` / ``optimizer_state``: the whole model's and optimizer's state gathered from a sharded
+    model (``hps_core.train.fsdp``), written in place of the live model's and optimizer's, which hold one
+    rank's shard only; the checkpoint is then the one an unsharded run writes."""
     if keep < 1:
         raise ValueError(f"keep (save_total_limit) must be >= 1, got {keep}: the newest checkpoint is what resumes")
     root = Path(root)
 
     def write(tmp: Path) -> None:
-        _write_weights(tmp, model)
+        _write_weights(tmp, model, model_state)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
         state = {
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer_state is None else optimizer_state,
             "scheduler": scheduler.state_dict(),
             "step": step,
             "torch_rng": torch.get_rng_state(),
@@ -126,9 +131,12 @@ def save_checkpoint(root: Path, model, optimizer, scheduler, step: int, meta: di
     return path
 
 
-def _write_weights(tmp: Path, model) -> None:
+def _write_weights(tmp: Path, model, model_state: dict | None = None) -> None:
     from hps_core.train.lora import is_peft_model, save_adapter
 
+    if model_state is not None:  # gathered from a sharded full fine-tune (FSDP refuses LoRA)
+        model.save_pretrained(str(tmp), state_dict=model_state, safe_serialization=True)
+        return
     if is_peft_model(model):
         save_adapter(model, tmp)  # base_model_name_or_path: the path peft saw loaded
     elif hasattr(model, "save_pretrained"):
@@ -229,9 +237,11 @@ def load_model_state(path: Path, model) -> None:
             params[name].copy_(tensor)
 
 
-def load_trainer_state(path: Path, optimizer, scheduler) -> int:
+def load_trainer_state(path: Path, optimizer, scheduler, *, load_optimizer: Callable[[dict], None] | None = None) -> int:
+    """Restore optimizer, scheduler and RNG; return the step. ``load_optimizer`` (optional) loads the saved
+    optimizer state instead of ``optimizer.load_state_dict`` (a sharded optimizer takes its shard of it)."""
     state = torch.load(Path(path) / STATE, weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    (load_optimizer or optimizer.load_state_dict)(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and torch.cuda.is_available():

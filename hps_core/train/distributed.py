@@ -4,7 +4,9 @@ The model is replicated on every rank; each optimizer step's examples (planned u
 every rank) are split across the ranks (:func:`shard_step`), each rank back-propagates its share and the
 gradients are SUMMED across ranks (``hps_core.train.loop``). Because the loss of every micro-batch is
 divided by the example count of the whole global step, the sum is exactly the single-process gradient of
-the same global batch: the number of processes changes the speed, never the math.
+the same global batch: the number of processes changes the speed, never the math. (With ``[resources]
+strategy = "fsdp"`` the model is sharded rather than replicated, :mod:`hps_core.train.fsdp`; the split of
+the examples and the summed gradient are the same.)
 
 Launched by torchrun (``python -m torch.distributed.run --nproc-per-node N -m hps_core.train.launch
 spec.json``, see :mod:`hps_core.train.launch`), which sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and
@@ -113,6 +115,26 @@ def stand_in(micro_batches: Sequence[Any]) -> list:
     runs forward and backward with weight 0 so that the rank takes part in the gradient all-reduce."""
     first = micro_batches[0]
     return [first[:1]] if isinstance(first, list) else [first]
+
+
+def weighted_share(micro_batches: Sequence[Any], rank: int, world_size: int, *, lockstep: bool = False) -> list:
+    """This rank's micro-batches of one optimizer step as ``(micro_batch, counts)`` pairs: its share
+    (:func:`shard_step`), or one zero-weighted :func:`stand_in` (``counts`` False) when the share is empty,
+    so the rank still joins the step's gradient reduction. ``lockstep`` (FSDP: every forward gathers
+    weights, so every rank must run as many forwards as the others) pads with stand-ins up to the largest
+    share's micro-batch count.
+
+    >>> weighted_share([[0], [1], [2]], 1, 2)
+    [([2], True)]
+    >>> weighted_share([[0], [1], [2]], 1, 2, lockstep=True)
+    [([2], True), ([0], False)]
+    >>> weighted_share([[0]], 1, 2)
+    [([0], False)]
+    """
+    mine = shard_step(micro_batches, rank, world_size)
+    width = max(len(shard_step(micro_batches, r, world_size)) for r in range(world_size)) if lockstep else len(mine)
+    padding = stand_in(micro_batches) * (max(width, 1) - len(mine))
+    return [(mb, True) for mb in mine] + [(mb, False) for mb in padding]
 
 
 def gather(value: Any) -> list:

@@ -1,4 +1,5 @@
-"""Run one training stage (SFT, preference or reward model) in several processes on this node: torchrun + DDP.
+"""Run one training stage (SFT, preference or reward model) in several processes on this node: torchrun + DDP
+(or FSDP for SFT and preference training with ``[resources] strategy = "fsdp"``).
 
 The pipeline calls :func:`train_stage`. With ``processes_per_node = 1`` in the stage's step resources
 (``[resources.train_sft]``, ``[resources.train_hps]``, ``[resources.train_reward_model]``, each defaulting to
@@ -63,7 +64,10 @@ def run_stage(cfg, spec: StageSpec, log_fn: LogFn | None, on_checkpoint: Checkpo
 
     groups = pd.read_parquet(spec.groups_path)
     optional = lambda p: Path(p) if p is not None else None  # noqa: E731
-    common = dict(seed=spec.seed, log_fn=log_fn, checkpoint_dir=optional(spec.checkpoint_dir), on_checkpoint=on_checkpoint)
+    # strategy: how several ranks share the model (one process ignores it); the reward model always
+    # trains replicated (DDP): it is small, and it scores the held-out pairs with its whole weights after.
+    common = dict(seed=spec.seed, log_fn=log_fn, checkpoint_dir=optional(spec.checkpoint_dir), on_checkpoint=on_checkpoint,
+                  strategy=cfg.resources.strategy)
     if spec.stage == "sft":
         from hps_core.train.sft import train_sft
 

@@ -19,6 +19,10 @@ wrapped in DistributedDataParallel (``no_sync`` for all but the last micro-batch
 communication hook, so the clipped, applied gradient is the single-process gradient of the same global
 step. Metrics are summed across ranks before logging; only rank 0 logs, shows progress and writes
 checkpoints; every rank resumes from them. One process stays exactly as it was (no wrapper, no collectives).
+With ``strategy = "fsdp"`` the model is sharded instead of replicated (``hps_core.train.fsdp``): the same
+plan and the same summed gradient, FSDP's gradient-sync switch in place of ``no_sync``, every rank running
+as many micro-batches per step as the busiest one (forwards gather weights, so all ranks must join each),
+and checkpoints gathered on every rank before rank 0 writes them in the usual, consolidated layout.
 
 Checkpoints are ``checkpoint-<step>`` directories, the newest ``save_total_limit`` kept, each loadable with
 ``from_pretrained`` (or, for LoRA, ``PeftModel.from_pretrained``) as well as resumable; see
@@ -41,7 +45,8 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from hps_core.train import distributed
+from hps_core.config.vocab import TRAIN_STRATEGIES
+from hps_core.train import distributed, fsdp
 from hps_core.train.checkpoint import (
     CheckpointMismatch,
     checkpoint_meta,
@@ -98,15 +103,19 @@ class LoopSettings:
     checkpoint_every: int = 0  # optimizer steps between in-training checkpoints; 0 = none
     save_total_limit: int = 2  # newest checkpoints kept (older ones are deleted once a new one is in place)
     description: str = "train"
+    strategy: str = "ddp"  # several processes: "ddp" replicates the model, "fsdp" shards it (one process: no effect)
 
     def __post_init__(self):
+        if self.strategy not in TRAIN_STRATEGIES:
+            raise ValueError(f"{self.description}: strategy {self.strategy!r}; valid: {', '.join(TRAIN_STRATEGIES)}")
         if self.save_total_limit < 1:
             raise ValueError(f"{self.description}: save_total_limit must be >= 1 (the newest checkpoint is what "
                              f"resumes), got {self.save_total_limit}")
 
     @classmethod
-    def from_stage(cls, stage, description: str) -> "LoopSettings":
-        """Settings from a training stage's config section (hps_core.config.TrainStageConfig)."""
+    def from_stage(cls, stage, description: str, strategy: str = "ddp") -> "LoopSettings":
+        """Settings from a training stage's config section (hps_core.config.TrainStageConfig) and the
+        multi-process strategy (``[resources] strategy``)."""
         return cls(
             lr=stage.lr,
             warmup_ratio=stage.warmup_ratio,
@@ -117,15 +126,17 @@ class LoopSettings:
             checkpoint_every=stage.checkpoint_every,
             save_total_limit=stage.save_total_limit,
             description=description,
+            strategy=strategy,
         )
 
 
 def _fingerprint(settings: LoopSettings, steps: list, extra: str) -> str:
     """What must match for a checkpoint to be resumed: settings, the plan's shape, the caller's run key.
     Logging and retention do not change the training, so they are left out (``save_total_limit`` is dropped,
-    not blanked, which keeps the fingerprints of checkpoints written before it existed)."""
+    not blanked, which keeps the fingerprints of checkpoints written before it existed); nor does the
+    strategy (both write the same consolidated checkpoints, so either resumes the other's)."""
     shape = [[_n_examples(mb) for mb in step] for step in steps]
-    kept = {k: v for k, v in asdict(settings).items() if k != "save_total_limit"}
+    kept = {k: v for k, v in asdict(settings).items() if k not in ("save_total_limit", "strategy")}
     blob = json.dumps([kept | {"log_every": 0, "description": ""}, shape, extra], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -165,16 +176,15 @@ def train_loop(
     total_steps = len(steps)
     if total_steps == 0:
         raise ValueError(f"{settings.description}: no training batches; is the training split empty?")
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.lr,
-    )
-    scheduler = cosine_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
+    dist_ctx = distributed.current()
+    sharded = dist_ctx.enabled and settings.strategy == "fsdp"
+    if sharded and prepare_step is not None:  # it runs the model outside the loss module, on sharded weights
+        raise ValueError(f"{settings.description}: on-policy hardness ([hps] hardness = \"policy\" or \"mix\") "
+                         "trains with [resources] strategy = \"ddp\", not \"fsdp\"")
     fingerprint = _fingerprint(settings, steps, run_key)
     start_step = 0
-    if checkpoint_dir is not None and (ckpt := latest_checkpoint(checkpoint_dir)) is not None:
+    ckpt = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt is not None:
         found = checkpoint_meta(ckpt).get("fingerprint")
         if found != fingerprint:
             raise CheckpointMismatch(
@@ -182,8 +192,17 @@ def train_loop(
                 f"this run {fingerprint}: other data, settings or seed). Delete {checkpoint_dir} to start "
                 "over, or point this run at another checkpoint directory."
             )
-        load_model_state(ckpt, model)
-        start_step = load_trainer_state(ckpt, optimizer, scheduler)
+        load_model_state(ckpt, model)  # whole weights, before sharding: fully_shard keeps each rank's part
+    # FSDP shards the weights in place, so the optimizer is built after, over each rank's shards.
+    sharded_root = fsdp.shard(_LossModule(model, loss_fn), model) if sharded else None
+    if sharded and dist_ctx.is_main:  # in torchrun.log: which strategy a multi-process stage really ran
+        print(f"{settings.description}: FSDP, weights, gradients and optimizer state sharded across "
+              f"{dist_ctx.world_size} ranks")
+    optimizer = _adamw(model, settings)
+    scheduler = cosine_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
+    if ckpt is not None:
+        load_optimizer = (lambda state: fsdp.load_full_optimizer_state(model, optimizer, state)) if sharded else None
+        start_step = load_trainer_state(ckpt, optimizer, scheduler, load_optimizer=load_optimizer)
         print(f"{settings.description}: resumed from checkpoint at step {start_step}/{total_steps} ({ckpt})")
     if len(set(resumed_at := distributed.gather(start_step))) > 1:  # every rank raises: none waits in a collective
         raise CheckpointMismatch(
@@ -193,8 +212,10 @@ def train_loop(
 
     autocast = autocast_for(model)
     model.train()
-    dist_ctx = distributed.current()
-    forward = _data_parallel(model, loss_fn) if dist_ctx.enabled else (lambda mb: loss_fn(model, mb))
+    if sharded_root is not None:
+        forward = sharded_root
+    else:
+        forward = _data_parallel(model, loss_fn) if dist_ctx.enabled else (lambda mb: loss_fn(model, mb))
     window: dict[str, float] = {}
     window_n, window_tokens, window_time, window_steps = 0, 0, 0.0, 0
     last: dict[str, float] = {}
@@ -204,17 +225,18 @@ def train_loop(
         started = time.perf_counter()
         group = steps[step] if prepare_step is None else prepare_step(step, steps[step])
         n_step = sum(_n_examples(mb) for mb in group)
-        mine = distributed.shard_step(group, dist_ctx.rank, dist_ctx.world_size)
-        # A rank with no example of this step still joins the gradient all-reduce: it back-propagates a
-        # zero-weighted stand-in (gradients 0, metrics dropped).
-        batches = mine or distributed.stand_in(group)
-        for i, mb in enumerate(batches):
-            accumulate_only = dist_ctx.enabled and i < len(batches) - 1  # all-reduce once, after the last
-            with forward.no_sync() if accumulate_only else contextlib.nullcontext():
+        # A rank with no example of this step (or, under FSDP, fewer micro-batches than another rank) still
+        # joins every collective: it back-propagates zero-weighted stand-ins (gradients 0, metrics dropped).
+        batches = distributed.weighted_share(group, dist_ctx.rank, dist_ctx.world_size, lockstep=sharded)
+        for i, (mb, counts) in enumerate(batches):
+            accumulate_only = dist_ctx.enabled and i < len(batches) - 1  # reduce once, after the last
+            if sharded_root is not None:
+                fsdp.set_gradient_sync(sharded_root, not accumulate_only)
+            with forward.no_sync() if accumulate_only and sharded_root is None else contextlib.nullcontext():
                 with autocast():
                     loss_sum, n, metric_sums, n_tokens = forward(mb)
-                (loss_sum / n_step if mine else loss_sum * 0.0).backward()
-            if not mine:
+                (loss_sum / n_step if counts else loss_sum * 0.0).backward()
+            if not counts:
                 continue
             window_n += n
             window_tokens += n_tokens
@@ -226,7 +248,7 @@ def train_loop(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        grad_norm = float(grad_norm)  # syncs the device, so the time below covers the whole step
+        grad_norm = float(fsdp.full_value(grad_norm))  # syncs the device, so the time below covers the whole step
         window_time += time.perf_counter() - started
         window_steps += 1
         done = step + 1
@@ -249,17 +271,31 @@ def train_loop(
                 log_fn(last, done)
             window, window_n, window_tokens, window_time, window_steps = {}, 0, 0, 0.0, 0
         if checkpoint_dir is not None and settings.checkpoint_every and done % settings.checkpoint_every == 0:
+            # Sharded: every rank joins the gathers, rank 0 writes the whole (consolidated) state.
+            gathered = dict(model_state=fsdp.full_model_state(model),
+                            optimizer_state=fsdp.full_optimizer_state(model, optimizer)) if sharded else {}
             if dist_ctx.is_main:
                 saved = save_checkpoint(checkpoint_dir, model, optimizer, scheduler, done, {"fingerprint": fingerprint},
-                                        tokenizer=tokenizer, keep=settings.save_total_limit)
+                                        tokenizer=tokenizer, keep=settings.save_total_limit, **gathered)
                 if on_checkpoint is not None:
                     on_checkpoint(saved)
             distributed.barrier()  # no rank runs ahead of a checkpoint it might have to resume from
             _maybe_inject_kill(settings.description, done)
     progress.close()
     del forward  # releases the DDP wrapper (its reducer and gradient hooks) before the caller saves
+    # (a sharded model stays sharded: the caller gathers it with fsdp.full_model_state to save it)
     model.eval()
     return {**last, "steps": float(total_steps), "resumed_from_step": float(start_step)}
+
+
+def _adamw(model, settings: LoopSettings) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, without weight decay on vectors (norms, biases)."""
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr,
+    )
 
 
 _N, _TOKENS = "\0examples", "\0tokens"  # window counters summed across ranks with the metric sums

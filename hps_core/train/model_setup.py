@@ -68,14 +68,22 @@ def export_model(model):
     return model.to(dtype) if next(model.parameters()).dtype != dtype else model
 
 
-def save_trained_model(model, tokenizer, out_dir: Path, base_path: str) -> Path:
+def save_trained_model(model, tokenizer, out_dir: Path, base_path: str, state_dict: dict | None = None) -> Path:
     """A training stage's final directory, written atomically (temp directory, then rename): the exported
     model (:func:`export_model`) and tokenizer at the top level, where ``from_pretrained``, evaluation and
     the registry read it, and, for a LoRA run, the adapter in ``adapter/`` in PEFT's format with
     ``base_path`` (the model this stage loaded and trained on) as its base. The adapter is written first:
-    merging consumes it (``model`` is merged in place, as :func:`export_model` always did)."""
+    merging consumes it (``model`` is merged in place, as :func:`export_model` always did).
+    ``state_dict``: the whole model gathered from a sharded one (``hps_core.train.fsdp.full_model_state``; a
+    full fine-tune), saved in place of the live model's shards, cast to the loader's dtype for the device."""
 
     def write(tmp: Path) -> None:
+        if state_dict is not None:
+            dtype = train_dtype(next(model.parameters()).device)
+            cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+            model.save_pretrained(str(tmp), state_dict=cast, safe_serialization=True)
+            tokenizer.save_pretrained(str(tmp))
+            return
         if is_peft_model(model):
             save_adapter(model, tmp / ADAPTER_SUBDIR, base_path)
         export_model(model).save_pretrained(str(tmp), safe_serialization=True)

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from hps_core.config.schema import ModelConfig, PreferenceTrainConfig
 from hps_core.train.losses import hps_loss, hps_unbiased_loss, listwise_loss, pair_loss, parse_method
-from hps_core.train import distributed
+from hps_core.train import distributed, fsdp
 from hps_core.data.encoding import Encoder
 from hps_core.train.batching import collate_shared, shared_length, shared_prompt_batches
 from hps_core.train.logprobs import response_logps
@@ -149,7 +149,10 @@ def train_preference(
     checkpoint_dir: Path | None = None,
     drawn_out: Path | None = None,
     on_checkpoint: CheckpointFn | None = None,
+    strategy: str = "ddp",
 ) -> dict[str, float]:
+    """Preference-train the SFT model ``sft_dir`` (also the frozen reference); ``strategy``
+    (``[resources] strategy``): several processes replicate ("ddp") or shard ("fsdp") the policy."""
     framework, preference_model = parse_method(cfg.method)
     groups = groups[groups["split"] == "train"].reset_index(drop=True)
     torch.manual_seed(seed)
@@ -253,13 +256,14 @@ def train_preference(
             sums["hps/negative_rank"] = float(sum(ex["seqs"][1][1] for ex in batch))
         return losses.sum(), len(batch), sums, int(sum(len(encoded[s].input_ids) for s in flat))
 
-    settings = LoopSettings.from_stage(cfg, cfg.method)
+    settings = LoopSettings.from_stage(cfg, cfg.method, strategy)
     run_key = json.dumps([cache_key, seed, cfg.method, cfg.beta, cfg.label_smoothing, cfg.log_n_offset, cfg.lora.r,
                           cfg.hardness, cfg.gamma_r, cfg.refresh_every, cfg.refresh_top_m, cfg.estimator])
     metrics = train_loop(policy, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir, run_key=run_key,
                          tokenizer=tokenizer, prepare_step=prepare_step, on_checkpoint=on_checkpoint)
-    if distributed.current().is_main:  # one writer under DDP; the other ranks wait for the finished directory
-        save_trained_model(policy, tokenizer, out_dir, sft_dir)  # LoRA: adapter/ (base: the SFT model) too
+    gathered = fsdp.full_model_state(policy)  # sharded (FSDP): every rank joins the gather; else None
+    if distributed.current().is_main:  # one writer; the other ranks wait for the finished directory
+        save_trained_model(policy, tokenizer, out_dir, sft_dir, gathered)  # LoRA: adapter/ (base: the SFT model) too
         if hardness is not None and drawn_out is not None:
             Path(drawn_out).parent.mkdir(parents=True, exist_ok=True)
             hardness.table().to_parquet(drawn_out, index=False)

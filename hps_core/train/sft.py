@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from hps_core.config.schema import ModelConfig, SFTConfig
-from hps_core.train import distributed
+from hps_core.train import distributed, fsdp
 from hps_core.data.encoding import Encoder, collate
 from hps_core.train.batching import length_grouped_batches
 from hps_core.train.checkpoint import save_model_atomic, write_dir_atomic
@@ -41,7 +41,10 @@ def train_sft(
     log_fn: LogFn | None = None,
     checkpoint_dir: Path | None = None,
     on_checkpoint: CheckpointFn | None = None,
+    strategy: str = "ddp",
 ) -> dict[str, float]:
+    """Fine-tune ``base_model`` on the training responses; ``strategy`` (``[resources] strategy``) is how
+    several processes share the model: replicated ("ddp") or sharded ("fsdp")."""
     import torch
 
     torch.manual_seed(seed)
@@ -64,12 +67,13 @@ def train_sft(
         nll = -(logps / counts.clamp(min=1))  # per-example mean NLL over its response tokens
         return nll.sum(), len(batch_idx), {}, int(batch["attention_mask"].sum())
 
-    settings = LoopSettings.from_stage(cfg, "sft")
+    settings = LoopSettings.from_stage(cfg, "sft", strategy)
     run_key = json.dumps([base_model, seed, len(encoded), model_cfg.max_prompt_tokens, model_cfg.max_length, cfg.lora.r])
     metrics = train_loop(model, plan, loss_fn, settings, log_fn=log_fn, checkpoint_dir=checkpoint_dir, run_key=run_key,
                          tokenizer=tokenizer, on_checkpoint=on_checkpoint)
-    if distributed.current().is_main:  # one writer under DDP; the other ranks wait for the finished directory
-        save_trained_model(model, tokenizer, out_dir, base_model)  # LoRA: adapter/ (base: the base model) too
+    gathered = fsdp.full_model_state(model)  # sharded (FSDP): every rank joins the gather; else None
+    if distributed.current().is_main:  # one writer; the other ranks wait for the finished directory
+        save_trained_model(model, tokenizer, out_dir, base_model, gathered)  # LoRA: adapter/ (base: the base model) too
     distributed.barrier()
     truncation = encoder.counter.as_metrics("sft")
     if log_fn is not None and distributed.current().is_main:
