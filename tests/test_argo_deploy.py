@@ -80,20 +80,22 @@ def test_gpus_memory_and_cpu_only_on_training_and_evaluation_steps(workflow):
 
 
 def test_production_steps_ask_for_what_they_use(s3_env, tmp_path):
-    """flows/configs/production.toml: the three training steps ask for 8 GPUs, 64 CPUs and 900 GB (data
-    parallel over 8 ranks), expand and evaluate for one GPU, 16 CPUs and 200 GB ([resources.<step>])."""
+    """flows/configs/production.toml: train_hps asks for 8 GPUs, 64 CPUs and 900 GB (FSDP over 8 ranks);
+    expand and evaluate for one GPU, 16 CPUs and 200 GB; train_sft (adopts the base) and
+    train_reward_model (names the configured one) for no GPU ([resources.<step>])."""
     template = _compile(ROOT / "flows" / "configs" / "production.toml", s3_env, tmp_path)
     steps = _steps(template)
-    want = {"train_sft": (8, 64, 900000), "train_reward_model": (8, 64, 900000), "train_hps": (8, 64, 900000),
+    want = {"train_sft": (0, 4, 64000), "train_reward_model": (0, 2, 8000), "train_hps": (8, 64, 900000),
             "expand": (1, 16, 200000), "evaluate": (1, 16, 200000)}
-    got = {name: (int(steps[name]["container"]["resources"]["limits"]["nvidia.com/gpu"]),
+    got = {name: (int((steps[name]["container"]["resources"].get("limits") or {}).get("nvidia.com/gpu", 0)),
                   int(float(steps[name]["container"]["resources"]["requests"]["cpu"])),
                   int(float(steps[name]["container"]["resources"]["requests"]["memory"].removesuffix("M"))))
            for name in GPU_STEPS}
     assert got == want
     res = load_config(ROOT / "flows" / "configs" / "production.toml").resources
     assert {name: res.of(name).processes_per_node for name in GPU_STEPS} == {
-        "train_sft": 8, "train_reward_model": 8, "train_hps": 8, "expand": 1, "evaluate": 1}
+        "train_sft": 1, "train_reward_model": 1, "train_hps": 8, "expand": 1, "evaluate": 1}
+    assert res.strategy == "fsdp" and load_config(ROOT / "flows" / "configs" / "production.toml").hps.lora.r == 0
 
 
 def test_retries_and_timeout_on_every_step_but_validate(workflow):
