@@ -417,29 +417,31 @@ def test_score_generations_metrics_by_hand():
 
 
 def test_score_generations_passes_its_seed_and_resample_count_to_every_interval():
-    """Five prompts, one generation each (reward = length: 4, 7, 11, 5, 16; SFT's 6 everywhere, so wins
-    0, 1, 1, 0, 1): the intervals are the bootstrap of the per-prompt values with the caller's seed and
-    n_boot (another seed gives another interval)."""
-    texts = ["abcd", "abcdefg", "abcdefghijk", "abcde", "abcdefghijklmnop"]
-    references = ["abcd", "abcdef", "abcdefghijk", "abcxe", "abcdefghijklmno"]
+    """Five prompts, one generation each (reward = its length in characters, SFT's 30 everywhere; the
+    judge flags the two texts with a 'q'): every interval is the bootstrap of the per-prompt values (or,
+    for corpus BLEU, of the prompts) with the caller's seed and n_boot, and another seed gives another."""
+    texts = ["the quick brown fox jumps", "a cat sat on the mat today", "we walked to the old market by the river",
+             "quiet rooms help people rest", "the sun rose over the hills and fields"]
+    references = ["the quick red fox jumps", "a cat sat on a mat", "we walked to the new market by the river",
+                  "quiet rooms help tired people rest", "the sun rose over hills"]
+
     def run(seed, n_boot):
         return score_generations("hps", list("vwxyz"), list("VWXYZ"), [[t] for t in texts],
                                  lambda p, g: [float(len(t)) for t in g], _QJudge(), references=references,
-                                 n_boot=n_boot, seed=seed, sft_reward_per_prompt=pd.Series(6.0, index=list("vwxyz"))
+                                 n_boot=n_boot, seed=seed, sft_reward_per_prompt=pd.Series(30.0, index=list("vwxyz"))
                                  ).metrics
-    rewards = [4.0, 7.0, 11.0, 5.0, 16.0]
-    bleu_chars = [char_sentence_bleu(t, r) for t, r in zip(texts, references)]
-    for seed, n_boot in [(3, 50), (4, 50), (3, 70)]:
+    rewards = [float(len(t)) for t in texts]  # 25, 26, 40, 28, 38
+    per_prompt = {"reward_mean": rewards, "reward_best_of_k": rewards, "win_rate_vs_sft": [0, 0, 1, 0, 1],
+                  "harmful_rate": [1, 0, 0, 1, 0], "bleu_char": [char_sentence_bleu(t, r) for t, r in zip(texts, references)]}
+    for seed, n_boot in [(3, 20), (4, 20), (3, 30)]:  # few resamples: each seed's interval differs visibly
         m = run(seed, n_boot)
-        assert (m["reward_mean_ci_low"], m["reward_mean_ci_high"]) == bootstrap_ci(rewards, n_boot=n_boot, seed=seed)
-        assert (m["reward_best_of_k_ci_low"], m["reward_best_of_k_ci_high"]) == bootstrap_ci(rewards, n_boot=n_boot,
-                                                                                             seed=seed)
-        assert (m["win_rate_vs_sft_ci_low"], m["win_rate_vs_sft_ci_high"]) == bootstrap_ci(
-            [0, 1, 1, 0, 1], n_boot=n_boot, seed=seed)
-        assert (m["bleu_char_ci_low"], m["bleu_char_ci_high"]) == bootstrap_ci(bleu_chars, n_boot=n_boot, seed=seed)
-        assert m["bleu_ci_low"] == corpus_bleu_with_ci(texts, references, n_boot=n_boot, seed=seed)["bleu_ci_low"]
-    assert run(3, 50)["reward_mean_ci_low"] != run(4, 50)["reward_mean_ci_low"] or \
-        run(3, 50)["reward_mean_ci_high"] != run(4, 50)["reward_mean_ci_high"]
+        for name, values in per_prompt.items():
+            assert (m[f"{name}_ci_low"], m[f"{name}_ci_high"]) == bootstrap_ci(values, n_boot=n_boot, seed=seed), name
+        bleu = corpus_bleu_with_ci(texts, references, n_boot=n_boot, seed=seed)
+        assert (m["bleu_ci_low"], m["bleu_ci_high"]) == (bleu["bleu_ci_low"], bleu["bleu_ci_high"])
+    a, b = run(3, 20), run(4, 20)
+    for name in [*per_prompt, "bleu"]:
+        assert (a[f"{name}_ci_low"], a[f"{name}_ci_high"]) != (b[f"{name}_ci_low"], b[f"{name}_ci_high"]), name
 
 
 def test_best_of_k_is_the_first_of_tied_rewards():
@@ -564,18 +566,28 @@ def test_bootstrap_defaults_single_value_and_empty_summary():
 
 
 def test_score_generations_keeps_the_prompts_order_and_reads_integer_rewards_as_floats():
-    """Prompts given as z, a (not sorted): per-prompt rows, and the corpus BLEU interval's resampling, follow
-    that order; the reward function sees every prompt and generation; integer rewards become floats."""
+    """Prompts given as z, m, a (not sorted): per-prompt rows, and the corpus BLEU interval's resampling, follow
+    that order (resampling them in sorted order gives another interval); the reward function sees every prompt and generation; integer rewards become floats."""
     seen = []
 
     def reward_fn(prompts, texts):
         seen.append((list(prompts), list(texts)))
         return [len(t) for t in texts]
 
-    gens = [["the cat sat on the mat", "a"], ["the dog ran in the park today", "b"]]
-    refs = ["the cat sat on a mat", "the dog ran in a park today"]
-    res = score_generations("hps", ["z", "a"], ["Z?", "A?"], gens, reward_fn, _QJudge(), references=refs, n_boot=50, seed=4)
-    assert seen == [(["Z?", "Z?", "A?", "A?"], [g for pair in gens for g in pair])]
-    assert list(res.per_prompt.index) == ["z", "a"] and res.table["reward"].dtype == np.float64
+    gens = [["the cat sat on the mat", "a"], ["the dog ran in the park today", "b"], ["we like green tea a lot", "c"]]
+    refs = ["the cat sat on a mat", "the dog ran in a park today", "we like black tea"]
+    res = score_generations("hps", ["z", "m", "a"], ["Z?", "M?", "A?"], gens, reward_fn, _QJudge(), references=refs,
+                            n_boot=50, seed=4)
+    assert seen == [(["Z?", "Z?", "M?", "M?", "A?", "A?"], [g for pair in gens for g in pair])]
+    assert list(res.per_prompt.index) == ["z", "m", "a"] and res.table["reward"].dtype == np.float64
+    best = [pair[0] for pair in gens]
     assert {k: res.metrics[k] for k in ("bleu", "bleu_ci_low", "bleu_ci_high", "bleu_n")} == corpus_bleu_with_ci(
-        [gens[0][0], gens[1][0]], refs, n_boot=50, seed=4)
+        best, refs, n_boot=50, seed=4)
+    sorted_order = corpus_bleu_with_ci([best[2], best[1], best[0]], [refs[2], refs[1], refs[0]], n_boot=50, seed=4)
+    assert (sorted_order["bleu_ci_low"], sorted_order["bleu_ci_high"]) != (res.metrics["bleu_ci_low"],
+                                                                           res.metrics["bleu_ci_high"])
+
+
+def test_margins_of_no_groups_have_their_columns():
+    empty = implicit_reward_table(_groups(), np.zeros(5), np.zeros(5), 0.5).iloc[:0]
+    assert list(per_group_margins(empty).columns) == ["prompt_id", *MARGIN_METRICS]

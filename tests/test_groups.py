@@ -159,12 +159,12 @@ def test_group_frame_by_hand():
 
 
 def test_group_stats_by_hand():
-    """4 groups: splits train, train, eval, reward; sizes 2, 3, 4, 3 (mean 3); gaps 1, 0, 2, 3 (mean 1.5);
-    one group with a top tie. Negatives drawn at ranks 1, 2, 1 -> mean 4/3, hardest share 2/3."""
-    groups = pd.DataFrame({"split": ["train", "train", "eval", "reward"], "n": [2, 3, 4, 3],
-                           "score_gap": [1.0, 0.0, 2.0, 3.0], "n_top_ties": [0, 2, 0, 0]})
+    """5 groups: splits train, train, train, eval, reward; sizes 2, 3, 4, 3, 3 (mean 3); gaps 1, 0, 2, 3, 1.5
+    (mean 1.5); one group with a top tie. Negatives drawn at ranks 1, 2, 1 -> mean 4/3, hardest share 2/3."""
+    groups = pd.DataFrame({"split": ["train", "train", "train", "eval", "reward"], "n": [2, 3, 4, 3, 3],
+                           "score_gap": [1.0, 0.0, 2.0, 3.0, 1.5], "n_top_ties": [0, 2, 0, 0, 0]})
     stats = group_stats(groups, pd.DataFrame({"negative_rank": [1, 2, 1]}))
-    assert stats == {"groups": 4.0, "groups_train": 2.0, "groups_eval": 1.0, "groups_reward": 1.0,
+    assert stats == {"groups": 5.0, "groups_train": 3.0, "groups_eval": 1.0, "groups_reward": 1.0,
                      "responses_per_group_mean": 3.0, "score_gap_mean": 1.5, "groups_with_top_ties": 1.0,
                      "negative_rank_mean": pytest.approx(4 / 3), "negative_is_hardest_share": pytest.approx(2 / 3)}
     assert all(type(v) is float for v in stats.values())
@@ -217,3 +217,28 @@ def test_check_splits_refuses_with_the_fix(splits, batch_size, message):
 
 def test_check_splits_passes_at_exactly_one_batch():
     assert check_splits(pd.DataFrame({"split": ["train", "train", "eval"]}), _split_cfg(2)) is None
+
+
+def test_group_text_and_split_come_from_the_first_row_and_no_rows_give_no_groups():
+    t = _table({"a": [1.0, 0.0]})
+    t.loc[1, ["prompt", "split"]] = ["second text", "eval"]
+    g = build_groups(t)
+    assert (g.loc[0, "prompt"], g.loc[0, "split"]) == ("prompt a", "train")
+    empty = build_groups(t.iloc[:0])
+    assert len(empty) == 0 and list(empty.columns) == ["prompt_id", "prompt", "split", "n", "response_ids", "responses",
+                                                       "scores", "is_harmful", "preferred_id", "dispreferred_ids",
+                                                       "score_gap", "n_top_ties"]
+
+
+def test_each_drawn_negative_names_its_response_and_group_size():
+    """negative_id is the response at negative_rank of the ranked group; n_dispreferred its n - 1."""
+    groups = build_groups(_table({"a": [3.0, 2.0, 1.0, 0.0], "b": [1.0, 0.0], "c": [5.0, 4.0, 3.0]}))
+    for rule in ("hps", "random", "max_min", "max_max", "online"):
+        neg = draw_epoch_negatives(groups, rule=rule, schedule=make_gamma_schedule(), n_epochs=3, seed=1,
+                                   examples_per_step=1)
+        by_id = groups.set_index("prompt_id")
+        assert neg["n_dispreferred"].tolist() == [by_id.loc[p, "n"] - 1 for p in neg["prompt_id"]], rule
+        if rule != "online":
+            assert neg["negative_id"].tolist() == [by_id.loc[p, "response_ids"][r]
+                                                   for p, r in zip(neg["prompt_id"], neg["negative_rank"])], rule
+    assert [len(idx) for *_, idx in plan_steps(3, 1, 1, seed=0)] == [1, 1, 1]  # one example per step is allowed

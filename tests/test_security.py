@@ -378,3 +378,21 @@ def test_explicit_secrets_reach_nested_values(monkeypatch):
     value = {"a": f"x {secret}", "nested": {"b": [secret, (f"{secret}!",)]}}
     assert redact_value("cfg", value, [secret]) == {"a": f"x {MASK}", "nested": {"b": [MASK, (f"{MASK}!",)]}}
     assert redact_value("cfg", value) == value  # not in the environment: nothing to scrub
+
+
+def test_key_followed_by_value_is_the_attention_layout_anywhere_in_the_name():
+    """``key`` then ``value(s)`` is not a secret, also as the name's last two segments; ``key`` last is."""
+    assert not is_secret_name("key_value") and not is_secret_name("KEY_VALUES") and not is_secret_name("num_key_value_heads")
+    assert is_secret_name("value_key") and is_secret_name("api_key") and is_secret_name("key_valuable")
+
+
+def test_scrubbing_stream_attributes_before_init_raise_instead_of_recursing():
+    """A copy or unpickle creates the object without __init__: its own fields are then missing, and asking
+    for them must say so (AttributeError naming the field), not recurse into the missing stream."""
+    from hps_core.common.redaction import ScrubbingStream
+
+    bare = ScrubbingStream.__new__(ScrubbingStream)
+    for name in ("_stream", "_secrets"):
+        with pytest.raises(AttributeError) as exc:
+            getattr(bare, name)
+        assert str(exc.value) == name
