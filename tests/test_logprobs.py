@@ -204,3 +204,33 @@ def test_collate_shared_by_hand():
         collate_shared([[Encoded([1, 2, 3], 2), Encoded([1, 9, 4], 2)]], pad_id=0)
     assert str(exc.value) == ("collate_shared: sequence 2 of row 0 has another prompt than the row's first; only the "
                               "responses of one prompt (same prompt tokens) can share a row")
+
+
+
+def test_backbone_and_head_are_required_by_name():
+    from hps_core.train.logprobs import _backbone_and_head
+
+    class Headless(torch.nn.Module):
+        base_model_prefix = "model"
+
+        def __init__(self, with_backbone: bool):
+            super().__init__()
+            if with_backbone:
+                self.model = torch.nn.Linear(2, 2)
+
+        def get_output_embeddings(self):
+            return None
+
+    for model in (Headless(False), Headless(True)):
+        with pytest.raises(TypeError) as exc:
+            _backbone_and_head(model)
+        assert str(exc.value) == "Headless has no separate backbone/LM head; is it a causal LM?"
+
+
+def test_a_sequence_without_response_tokens_counts_zero(model):
+    """The last sequence has no response token: its sum is 0 and its count 0 (one entry per sequence)."""
+    sums, counts = response_logps(model, collate([Encoded([1, 2, 3], 1), Encoded([4, 5], 2)], pad_id=0))
+    assert counts.tolist() == [2, 0] and sums[1].item() == 0.0 and sums.shape == (2,)
+    shared_sums, shared_counts = response_logps(model, collate_shared([[Encoded([1, 2, 3], 1)], [Encoded([4, 5], 2)]],
+                                                                      pad_id=0))
+    assert shared_counts.tolist() == [2, 0] and shared_sums.shape == (2,)

@@ -470,3 +470,14 @@ def test_masks_may_be_integers():
     assert_close(hps_importance_loss(x[:, 0], x, n_dispreferred=3, beta=0.5, mask=as_int),
                  hps_importance_loss(x[:, 0], x, n_dispreferred=3, beta=0.5, mask=as_int.bool()))
     assert torch.isfinite(hps_importance_loss(x[:, 0], x, n_dispreferred=3, beta=0.5, mask=as_int)).all()
+
+
+
+def test_pair_loss_takes_trl_names_and_refuses_a_beta_that_is_no_number():
+    a, b = T(0.3, -1.0), T(0.1, 0.4)
+    for alias, name in (("sigmoid", "dpo"), ("exo", "exo_pair"), ("nca", "nca_pair"), ("sppo", "sppo_hard")):
+        assert_close(pair_loss(alias, a, b, beta=0.5), pair_loss(name, a, b, beta=0.5))
+    for bad in ("abc", None, float("nan"), 0.0):
+        with pytest.raises(ValueError) as exc:
+            pair_loss("dpo", a, b, beta=bad)
+        assert str(exc.value) == f"beta must be a finite number > 0, got {bad!r}."

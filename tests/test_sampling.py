@@ -406,8 +406,8 @@ _RNG = np.random.default_rng(0)
     (lambda: pick_negative("hps", [1.0], _RNG), ValueError,
      "Unknown BT negative rule 'hps'; valid rules: random, max_min, max_max."),
     (lambda: pick_negative("max_min", [], _RNG), ValueError, "pick_negative('max_min'): expected at least 1 score(s), got 0."),
-    (lambda: pick_negative("random", [1.0], None), TypeError,
-     "rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), got NoneType; the global numpy RNG "
+    (lambda: pick_negative("random", [1.0], np.random.RandomState(0)), TypeError,
+     "rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), got RandomState; the global numpy RNG "
      "is never used so that every draw is reproducible."),
     (lambda: select_negative("hps", [1.0], _RNG), ValueError,
      "select_negative('hps', ...) needs gamma (the hardness temperature of q_gamma)."),
@@ -445,3 +445,37 @@ def test_schedule_edges_by_hand():
     assert [three.value(k, 7) for k in range(7)] == [0.0, 0.0, 0.0, 1.0, 1.0, 2.0, 2.0]
     assert three.value(20, 7) == 2.0 and three.stages == (0.0, 1.0, 2.0) and type(three.stages[0]) is float
     assert type(make_gamma_schedule("constant", gamma=2).value(0, 1)) is float
+
+
+
+class _FixedUniform(np.random.Generator):
+    """A Generator whose uniform draw is fixed (the ends of [0, 1) a real one reaches with probability ~0)."""
+
+    def __init__(self, u: float):
+        super().__init__(np.random.PCG64(0))
+        self.u = u
+
+    def random(self, *args, **kwargs):
+        return self.u
+
+
+def test_draw_index_never_returns_a_zero_probability_response():
+    """u = 0 lands on the first response with mass, not on a leading zero; u * total rounding up to the
+    total (here u = 1) falls back to the last response with mass, not past the end or onto a trailing zero."""
+    assert draw_index(np.array([0.0, 1.0]), _FixedUniform(0.0)) == 1
+    assert draw_index(np.array([0.3, 0.3, 0.4, 0.0]), _FixedUniform(1.0)) == 2
+    assert draw_index(np.array([0.5, 0.5]), _FixedUniform(0.49)) == 0 and draw_index(np.array([0.5, 0.5]), _FixedUniform(0.5)) == 1
+
+
+def test_draw_index_scales_by_the_total_of_unnormalised_weights():
+    """Weights 1 and 3 (total 4): u * 4 < 1 picks index 0, so 1 in 4 draws; 4000 seeded draws give 0.25 within
+    3 standard deviations (sd = sqrt(0.25 * 0.75 / 4000) = 0.0068)."""
+    rng = np.random.default_rng(0)
+    share = np.mean([draw_index(np.array([1.0, 3.0]), rng) == 0 for _ in range(4000)])
+    assert abs(share - 0.25) < 3 * 0.0068
+    assert draw_index(np.array([1.0, 3.0]), _FixedUniform(0.3)) == 1  # 0.3 * 4 = 1.2 >= 1
+
+
+def test_rewards_none_is_score_hardness_whatever_gamma_r():
+    scores = [0.5, -1.0, 2.0]
+    assert np.array_equal(policy_hardness_probs(scores, None, 1.5, 3.0), hardness_probs(scores, 1.5))
