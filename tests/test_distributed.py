@@ -112,16 +112,10 @@ def _train(root: Path, run: dict, log_fn) -> dict:
                             cache_dir=root / run["cache_dir"], log_fn=log_fn, checkpoint_dir=ckpt)
 
 
-def _rank(rank: int, world_size: int, port: int, root: str, runs: list[dict]) -> None:
-    """One spawned rank: join the gloo group as torchrun would, record who writes checkpoints and models,
-    run ``runs`` one after the other, and leave each run's logs, metrics and writers in ``<name>/rank<r>.json``."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)  # 2 ranks on 2 shared cores
-    from hps_core.train import distributed, loop, preference, sft
+def _record_writes() -> list[str]:
+    """In a spawned rank: the list that records each checkpoint and final model this rank writes, in order."""
+    from hps_core.train import loop, preference, sft
 
-    ctx = distributed.init_from_env()
-    assert (ctx.rank, ctx.world_size, ctx.is_main) == (rank, world_size, rank == 0)
     writes: list[str] = []
 
     def recorded(what, fn):
@@ -130,6 +124,20 @@ def _rank(rank: int, world_size: int, port: int, root: str, runs: list[dict]) ->
     loop.save_checkpoint = recorded("checkpoint", loop.save_checkpoint)
     sft.save_trained_model = recorded("model", sft.save_trained_model)
     preference.save_trained_model = recorded("model", preference.save_trained_model)
+    return writes
+
+
+def _rank(rank: int, world_size: int, port: int, root: str, runs: list[dict]) -> None:
+    """One spawned rank: join the gloo group as torchrun would, record who writes checkpoints and models,
+    run ``runs`` one after the other, and leave each run's logs, metrics and writers in ``<name>/rank<r>.json``."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)  # 2 ranks on 2 shared cores
+    from hps_core.train import distributed
+
+    ctx = distributed.init_from_env()
+    assert (ctx.rank, ctx.world_size, ctx.is_main) == (rank, world_size, rank == 0)
+    writes = _record_writes()
     try:
         for run in runs:
             logs, writes[:] = [], []
@@ -156,6 +164,16 @@ def _drop(d: dict, keys: set) -> dict:
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
+
+
+def _same_trained_weights(single: Path, multi: Path, start: Path, atol: float = 1e-5) -> None:
+    """The multi-process run's saved weights equal the single process's (``atol``) and moved from ``start``."""
+    a, b = _weights(single), _weights(multi)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert_close(b[key], a[key], rtol=0, atol=atol, msg=key)
+    begin = _weights(start)
+    assert any(not torch.equal(begin[k], b[k]) for k in b)  # training did move the weights
 
 
 @pytest.fixture(scope="module")
@@ -195,12 +213,7 @@ def test_two_processes_follow_the_single_process_loss_trajectory(runs, stage):
     one, two = _step_losses(single["logs"]), _step_losses(rank0["logs"])
     assert [s for s, _ in two] == [s for s, _ in one] == list(range(1, (16 if stage == "sft" else 5) + 1))
     assert_close(torch.tensor([v for _, v in two]), torch.tensor([v for _, v in one]), rtol=1e-5, atol=1e-7)
-    a, b = _weights(runs.root / f"{stage}_1"), _weights(runs.root / f"{stage}_2")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=key)
-    start = _weights(Path(runs.model_dir))
-    assert any(not torch.equal(start[k], b[k]) for k in b)  # training did move the weights
+    _same_trained_weights(runs.root / f"{stage}_1", runs.root / f"{stage}_2", Path(runs.model_dir))
 
 
 def test_only_rank_0_logs_and_writes(runs):

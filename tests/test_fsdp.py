@@ -25,6 +25,8 @@ from tests.test_distributed import (  # noqa: F401  (world: the fixture, shared)
     PREF,
     SFT,
     _free_port,
+    _record_writes,
+    _same_trained_weights,
     _step_losses,
     _weights,
     world,
@@ -63,14 +65,11 @@ def _rank(rank: int, world_size: int, port: int, root: str, runs: list[dict]) ->
     torch.set_num_threads(1)  # 2 ranks on 2 shared cores
     from torch.distributed.tensor import DTensor
 
-    from hps_core.train import distributed, fsdp, loop, preference, sft
+    from hps_core.train import distributed, fsdp, loop
 
     distributed.init_from_env(timeout_minutes=5)  # a rank left waiting in a collective fails, not hangs
-    writes: list[str] = []
+    writes = _record_writes()
     held: dict[str, int] = {}
-
-    def recorded(what, fn):
-        return lambda *a, **k: writes.append(what) or fn(*a, **k)
 
     def shard_and_count(root_module, model):
         sharded = fsdp.shard(root_module, model)
@@ -81,9 +80,6 @@ def _rank(rank: int, world_size: int, port: int, root: str, runs: list[dict]) ->
         return sharded
 
     loop.fsdp = SimpleNamespace(**{**vars(fsdp), "shard": shard_and_count})
-    loop.save_checkpoint = recorded("checkpoint", loop.save_checkpoint)
-    sft.save_trained_model = recorded("model", sft.save_trained_model)
-    preference.save_trained_model = recorded("model", preference.save_trained_model)
     try:
         for run in runs:
             logs, writes[:] = [], []
@@ -146,12 +142,7 @@ def test_sharded_ranks_follow_the_single_process_loss_trajectory(runs, stage):
     norms = [torch.tensor([m["grad_norm"] for _, m in r["logs"] if "grad_norm" in m]) for r in (single, rank0)]
     assert_close(norms[1], norms[0], rtol=1e-4, atol=1e-6)
     assert (norms[0] > 1.0).any()
-    a, b = _weights(runs.root / f"{stage}_1"), _weights(runs.root / f"{stage}_f")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=key)
-    start = _weights(Path(runs.model_dir))
-    assert any(not torch.equal(start[k], b[k]) for k in b)  # training did move the weights
+    _same_trained_weights(runs.root / f"{stage}_1", runs.root / f"{stage}_f", Path(runs.model_dir))
 
 
 def test_ddp_strategy_replicates_and_agrees(runs):
