@@ -591,3 +591,11 @@ def test_score_generations_keeps_the_prompts_order_and_reads_integer_rewards_as_
 def test_margins_of_no_groups_have_their_columns():
     empty = implicit_reward_table(_groups(), np.zeros(5), np.zeros(5), 0.5).iloc[:0]
     assert list(per_group_margins(empty).columns) == ["prompt_id", *MARGIN_METRICS]
+
+
+def test_no_prompts_give_nan_metrics_with_zero_counts_not_an_error():
+    res = score_generations("hps", [], [], [], lambda p, g: [float(len(t)) for t in g], _QJudge(), references=[],
+                            n_boot=10, seed=0)
+    assert len(res.table) == 0 and list(res.table.columns[:5]) == ["policy", "prompt_id", "prompt", "sample", "generation"]
+    assert all(res.metrics[f"{k}_n"] == 0.0 and math.isnan(res.metrics[k])
+               for k in ("reward_mean", "reward_best_of_k", "harmful_rate", "bleu", "bleu_char"))

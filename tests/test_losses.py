@@ -481,3 +481,29 @@ def test_pair_loss_takes_trl_names_and_refuses_a_beta_that_is_no_number():
         with pytest.raises(ValueError) as exc:
             pair_loss("dpo", a, b, beta=bad)
         assert str(exc.value) == f"beta must be a finite number > 0, got {bad!r}."
+
+
+def test_single_draw_losses_keep_the_log_ratios_dtype_and_the_offset_checks():
+    """Log-ratios in float32 with log-mass / log-weights in float64: the loss stays float32 (the dtype the
+    trainer computes in). hps_loss's offset form takes TRL's "sigmoid" name for dpo and refuses a cDPO rate
+    of 0.5 (the bound is open: at 0.5 the loss no longer prefers either response)."""
+    from hps_core.train.losses import hps_unbiased_loss
+
+    a, b = torch.tensor([0.3, -0.2]), torch.tensor([0.1, 0.4])
+    assert hps_unbiased_loss(a, b, torch.tensor([0.2, 0.1], dtype=torch.float64), n_dispreferred=3, beta=0.5).dtype == torch.float32
+    assert hps_importance_loss(a, b[:, None], n_dispreferred=3, beta=0.5,
+                               log_weights=torch.zeros(2, 1, dtype=torch.float64)).dtype == torch.float32
+    assert_close(hps_loss(a, b, n_dispreferred=4, beta=0.5, framework="sigmoid", log_n_offset=True),
+                 hps_loss(a, b, n_dispreferred=4, beta=0.5, framework="dpo", log_n_offset=True))
+    with pytest.raises(ValueError) as exc:
+        hps_loss(a, b, n_dispreferred=4, beta=0.5, label_smoothing=0.5, log_n_offset=True)
+    assert str(exc.value) == "dpo label_smoothing must lie in [0, 0.5), got 0.5."
+
+
+def test_importance_estimate_in_float64_by_hand():
+    """K = 3 samples r = beta x = 0.5 * (0.2, -0.4, 1.0), weights 1: Z_K = mean(e^r); N = 5, r+ = 0.25:
+    L = -log sig(r+ - log 5 - log Z_K), matched to 1e-13 (the sample count must not drop to float32)."""
+    r = [0.1, -0.2, 0.5]
+    z = 0.25 - math.log(5) - math.log(sum(math.exp(x) for x in r) / 3)
+    got = hps_importance_loss(T(0.5), T(0.2, -0.4, 1.0)[None], n_dispreferred=5, beta=0.5)
+    assert got.item() == pytest.approx(math.log1p(math.exp(-z)), rel=1e-13, abs=0)
