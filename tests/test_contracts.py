@@ -657,3 +657,29 @@ def test_passing_table_gets_counts_and_an_empty_quarantine():
     assert out.counts == {"rows_read": 9.0, "rows": 9.0, "rows_quarantined": 0.0, "prompts_read": 3.0,
                           "prompts": 3.0, "contract_failures": 0.0}
     assert "quarantine_reason" in out.quarantined.columns and len(out.quarantined) == 0
+
+
+def _twelve_rows() -> pd.DataFrame:
+    """good_table plus a fourth prompt (train): 12 rows, all valid."""
+    extra = pd.DataFrame([{"prompt_id": "p3", "prompt": "Name a fruit.", "response_id": f"p3-r{j}", "response": r,
+                           "score": float(3 - j), "is_harmful": False, "label_source": "human",
+                           "source": "fixture@sha256:00", "split": "train"} for j, r in enumerate(["Apple", "Pear", "Stone"])])
+    return pd.concat([good_table(), extra.astype({"is_harmful": "boolean"})], ignore_index=True)
+
+
+def test_quarantine_keeps_ninety_percent_by_default_and_returns_the_input_columns():
+    """One empty response of 12 rows: 11 / 12 = 0.917 kept >= the default 0.9, so the run goes on with the
+    table's own columns (no index column left behind by the removal)."""
+    t = _set(_twelve_rows(), 4, "response", "")
+    out = enforce_contracts(t, on_invalid="quarantine")
+    assert len(out.table) == 11 and list(out.table.columns) == list(t.columns)
+    assert list(out.table.index) == list(range(11))
+    with pytest.raises(QuarantineLimitExceeded):
+        enforce_contracts(t, on_invalid="quarantine", min_keep_fraction=0.95)
+
+
+def test_bounds_reach_the_first_validation():
+    """A contract bound given to enforce_contracts applies to the table as read (fail policy: it raises)."""
+    with pytest.raises(ContractViolation, match="expect_column_value_lengths_to_be_between"):
+        enforce_contracts(good_table(), max_response_chars=4)
+    assert enforce_contracts(good_table(), max_response_chars=14).report.success  # "Red, probably." is 14
