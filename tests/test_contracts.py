@@ -26,6 +26,7 @@ from data_contracts import (
     suite_defaults,
     suite_version,
     validate_canonical,
+    validate_pairwise,
     validate_table,
 )
 from data_contracts import outcome as contract_outcome
@@ -683,3 +684,38 @@ def test_bounds_reach_the_first_validation():
     with pytest.raises(ContractViolation, match="expect_column_value_lengths_to_be_between"):
         enforce_contracts(good_table(), max_response_chars=4)
     assert enforce_contracts(good_table(), max_response_chars=14).report.success  # "Red, probably." is 14
+
+
+def test_later_quarantine_passes_use_the_same_bounds_and_a_bound_is_met_at_equality():
+    """min_responses_per_group = 3 on 12 rows (4 prompts x 3): row 4's empty response goes in pass 1, which
+    leaves its group p1 with 2 responses, below the bound, so pass 2 (with the same bound) removes the
+    group: 9 of 12 rows kept, exactly min_keep_fraction 0.75 (a bound met at equality passes). The
+    quarantine table is numbered from 0 and names, per removed row, what it broke."""
+    t = _set(_twelve_rows(), 4, "response", "")
+    out = enforce_contracts(t, on_invalid="quarantine", min_keep_fraction=0.75, min_responses_per_group=3)
+    assert len(out.table) == 9 and "p1" not in set(out.table["prompt_id"])
+    assert list(out.quarantined.index) == [0, 1, 2]
+    assert sorted(out.quarantined["response_id"]) == ["p1-r0", "p1-r1", "p1-r2"]
+    with pytest.raises(QuarantineLimitExceeded) as exc:
+        enforce_contracts(t, on_invalid="quarantine", min_keep_fraction=0.8, min_responses_per_group=3)
+    assert ("- 2 rows: group_counts:expect_column_values_to_be_between(n_responses)\n- 1 rows: "
+            "canonical_rows:expect_column_value_lengths_to_be_between(response); "
+            "canonical_rows:expect_column_values_to_match_regex(response)") in str(exc.value)
+
+
+def test_quarantine_that_does_not_settle_in_its_passes_stops_with_the_report(monkeypatch):
+    """With a single pass allowed, the group emptied by the first removal still fails: the run stops with
+    that report (a contract violation), instead of training on it."""
+    monkeypatch.setattr(contract_outcome, "MAX_PASSES", 1)
+    t = _set(_twelve_rows(), 4, "response", "")
+    with pytest.raises(ContractViolation) as exc:
+        enforce_contracts(t, on_invalid="quarantine", min_keep_fraction=0.5, min_responses_per_group=3)
+    assert not isinstance(exc.value, QuarantineLimitExceeded)
+    assert "n_responses" in str(exc.value) and exc.value.report.failures
+
+
+def test_validate_pairwise_checks_human_and_ai_labels_by_default():
+    from tests.test_contract_edges import _frame, _pair_rows
+
+    table = _frame("pairwise_labels", _pair_rows("p", [{}, {}], gold=False))
+    assert list(validate_pairwise(table).suites) == ["pairwise_labels"]
