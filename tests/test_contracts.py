@@ -719,3 +719,22 @@ def test_validate_pairwise_checks_human_and_ai_labels_by_default():
 
     table = _frame("pairwise_labels", _pair_rows("p", [{}, {}], gold=False))
     assert list(validate_pairwise(table).suites) == ["pairwise_labels"]
+
+
+def test_group_counts_count_missing_values_as_values():
+    """Rows are grouped whatever their prompt id (a missing id is its own group, reported, not dropped), in
+    sorted id order; a missing response or split counts as one more distinct value; a missing response is
+    never "the same" as the preferred one; whitespace inside a response is normalised too ("a  b" is "a b"),
+    and the group without an id is checked for a repeated preferred response like any other ("d" and "d ")."""
+    t = pd.DataFrame({
+        "prompt_id": ["p1", "p1", "p1", "p0", "p0", None, None],
+        "prompt": ["x", "x", "x", "y", "y", "z", "z"],
+        "response": ["a b", "a  b", None, "c", None, "d", "d "],
+        "score": [2.0, 1.0, 0.0, 1.0, 0.5, 1.0, 0.0],
+        "split": ["train", "train", "train", "eval", None, "train", "train"]})
+    gc = group_counts(t)
+    assert gc["prompt_id"].tolist()[:2] == ["p0", "p1"] and pd.isna(gc["prompt_id"].iloc[2])
+    assert gc["n_responses"].tolist() == [2, 3, 2]
+    assert gc["n_distinct_responses"].tolist() == [2, 3, 2]
+    assert gc["n_splits"].tolist() == [2, 1, 1]
+    assert gc["preferred_equals_dispreferred"].tolist() == [False, True, True]
