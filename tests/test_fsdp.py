@@ -1,6 +1,7 @@
 """Sharded data parallel training (``[resources] strategy = "fsdp"``, hps_core.train.fsdp): two CPU processes
 on gloo with the model sharded by FSDP2 train like one process with the same global batch, save one
-consolidated Hugging Face directory, and write checkpoints that resume with two processes or with one.
+consolidated Hugging Face directory, and write sharded (torch.distributed.checkpoint) checkpoints that
+resume with two processes or with one and consolidate into a Hugging Face directory.
 
 The world (19 training prompts, tiny Llama with 1 layer, hidden 32 and a tied LM head) and the helpers come
 from tests/test_distributed.py, the DDP counterpart of this file.
@@ -53,7 +54,8 @@ def _train(root: Path, run: dict, log_fn, strategy: str) -> dict:
         return train_sft(run["model"], groups, MODEL, SFTConfig(**SFT_F), out, log_fn=log_fn, checkpoint_dir=ckpt,
                          strategy=strategy)
     negatives = pd.read_parquet(root / "negatives.parquet")
-    return train_preference(run["model"], groups, negatives, MODEL, PreferenceTrainConfig(**PREF), out,
+    pref = PreferenceTrainConfig(**{**PREF, **run.get("pref", {})})
+    return train_preference(run["model"], groups, negatives, MODEL, pref, out,
                             cache_dir=root / run["cache_dir"], log_fn=log_fn, checkpoint_dir=ckpt, strategy=strategy)
 
 
@@ -69,6 +71,8 @@ def _rank(rank: int, world_size: int, port: int, root: str, runs: list[dict]) ->
 
     distributed.init_from_env(timeout_minutes=5)  # a rank left waiting in a collective fails, not hangs
     writes = _record_writes()
+    loop.save_sharded_checkpoint = (lambda f: lambda *a, **k: writes.append("shards") or f(*a, **k))(
+        loop.save_sharded_checkpoint)
     held: dict[str, int] = {}
 
     def shard_and_count(root_module, model):
@@ -93,9 +97,9 @@ def _rank(rank: int, world_size: int, port: int, root: str, runs: list[dict]) ->
 
 @pytest.fixture(scope="module")
 def runs(world):  # noqa: F811
-    """Single-process runs in this process; the same runs on 2 spawned FSDP ranks, plus a 2-rank rerun of the
-    preference run that resumes from its step-4 checkpoint; then a single-process run resuming from a copy
-    of that FSDP checkpoint."""
+    """Single-process runs in this process; the same runs on 2 spawned FSDP ranks, plus 2-rank reruns of the
+    preference run (FSDP and DDP) that resume from its step-4 (sharded) checkpoint; then a single-process
+    run resuming from a copy of that FSDP checkpoint."""
     torch.set_num_threads(1)
     root = world.root
     sft_run = dict(stage="sft", model=world.model_dir)
@@ -111,8 +115,11 @@ def runs(world):  # noqa: F811
     one_process("pref_1", {**pref_run, "cache_dir": "cache_1", "checkpoint_dir": "ckpt_1"})
     fsdp_runs = [
         {**sft_run, "name": "sft_f"},
-        {**pref_run, "name": "pref_f", "cache_dir": "cache_f", "checkpoint_dir": "ckpt_f"},
+        # save_total_limit 1: the step-2 checkpoint (sharded) is pruned once step 4's is in place
+        {**pref_run, "name": "pref_f", "cache_dir": "cache_f", "checkpoint_dir": "ckpt_f", "pref": {"save_total_limit": 1}},
         {**pref_run, "name": "pref_f_resumed", "cache_dir": "cache_f", "checkpoint_dir": "ckpt_f"},
+        # the same sharded checkpoint resumed by 2 DDP ranks (whole tensors on each); no new checkpoint
+        {**pref_run, "name": "pref_d_resumed", "cache_dir": "cache_f", "checkpoint_dir": "ckpt_f", "strategy": "ddp"},
         {**pref_run, "name": "pref_d", "cache_dir": "cache_d", "strategy": "ddp"},  # the switch, other way
         {**pref_run, "name": "pref_1_resumed_f", "cache_dir": "cache_1", "checkpoint_dir": "ckpt_1_copy"},
     ]
@@ -164,16 +171,17 @@ def test_each_rank_holds_about_half_of_the_model(runs):
         assert all(0.45 < h["local"] / h["total"] < 0.55 for h in held), held
 
 
-def test_only_rank_0_writes_and_the_model_directory_is_consolidated(runs):
-    """Rank 0 writes the two checkpoints (steps 2 and 4 of 5) and the final model, rank 1 nothing; the final
+def test_every_rank_writes_its_shards_and_the_model_directory_is_consolidated(runs):
+    """Both ranks write the two checkpoints (steps 2 and 4 of 5: each its own shards), rank 0 alone the final
+    model; with save_total_limit = 1 only checkpoint-4 is left (no temp or half-deleted directory). The final
     directory is one Hugging Face directory (one model.safetensors, the tied LM head stored once, as
     save_pretrained stores it) that from_pretrained loads with the trained weights and the head still tied."""
     from transformers import AutoModelForCausalLM
 
-    assert [r["writes"] for r in runs.ranks["pref_f"]] == [["checkpoint", "checkpoint", "model"], []]
+    assert [r["writes"] for r in runs.ranks["pref_f"]] == [["shards", "shards", "model"], ["shards", "shards"]]
     assert [r["writes"] for r in runs.ranks["sft_f"]] == [["model"], []]
-    assert sorted(p.name for p in (runs.root / "ckpt_f").iterdir()) == ["checkpoint-2", "checkpoint-4"]
-    for name in ("sft_f", "pref_f", "ckpt_f/checkpoint-4"):
+    assert sorted(p.name for p in (runs.root / "ckpt_f").iterdir()) == ["checkpoint-4"]
+    for name in ("sft_f", "pref_f"):
         directory = runs.root / name
         assert sorted(p.name for p in directory.glob("*.safetensors")) == ["model.safetensors"]
         saved = _weights(directory)
@@ -185,35 +193,68 @@ def test_only_rank_0_writes_and_the_model_directory_is_consolidated(runs):
             assert torch.equal(state[key], value), (name, key)
 
 
-def test_checkpoint_is_the_single_process_checkpoint(runs):
-    """The FSDP run's step-4 checkpoint holds the single process's layout: the same weights and, in
-    trainer_state.pt, the optimizer state numbered like optimizer.state_dict() (moments gathered from the
-    shards), equal to the single-process run's within float32 rounding."""
-    a, b = _weights(runs.root / "ckpt_1" / "checkpoint-4"), _weights(runs.root / "ckpt_f" / "checkpoint-4")
-    for key in a:
-        assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=key)
+@pytest.mark.filterwarnings("ignore:torch.distributed is unavailable or uninitialized")  # one process: intended
+def test_checkpoint_is_sharded_and_consolidates_to_the_single_process_checkpoint(runs, tmp_path):
+    """The FSDP run's step-4 checkpoint is a DCP checkpoint: DCP's .metadata and one shard file per rank in
+    place of model.safetensors, beside config, tokenizer, trainer_state.pt (scheduler and step, no
+    optimizer) and meta.json. Its model and optimizer state equal the single process's step-4 checkpoint
+    within float32 rounding, and consolidate_checkpoint turns it into a directory that from_pretrained
+    loads with those weights (the head tied)."""
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+    from transformers import AutoModelForCausalLM
+
+    from hps_core.train.checkpoint import consolidate_checkpoint, latest_checkpoint
+
+    ckpt = runs.root / "ckpt_f" / "checkpoint-4"
+    files = {p.name for p in ckpt.iterdir()}
+    assert {".metadata", "__0_0.distcp", "__1_0.distcp", "config.json", "trainer_state.pt", "meta.json",
+            "README.txt"} <= files
+    assert not [f for f in files if f.endswith(".safetensors") or (f.endswith(".distcp") and f[:5] not in ("__0_0", "__1_0"))]
+    assert "consolidate_checkpoint" in (ckpt / "README.txt").read_text()
+    assert json.loads((ckpt / "meta.json").read_text())["format"] == "dcp"
+    assert latest_checkpoint(runs.root / "ckpt_f") == ckpt
     one = torch.load(runs.root / "ckpt_1" / "checkpoint-4" / "trainer_state.pt", weights_only=True)
-    two = torch.load(runs.root / "ckpt_f" / "checkpoint-4" / "trainer_state.pt", weights_only=True)
-    assert two["step"] == one["step"] == 4 and two["scheduler"] == one["scheduler"]
-    assert [g["params"] for g in two["optimizer"]["param_groups"]] == [g["params"] for g in one["optimizer"]["param_groups"]]
-    assert two["optimizer"]["state"].keys() == one["optimizer"]["state"].keys()
+    two = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+    assert two["step"] == one["step"] == 4 and two["scheduler"] == one["scheduler"] and "optimizer" not in two
+
+    single = _weights(runs.root / "ckpt_1" / "checkpoint-4")
+    out = consolidate_checkpoint(ckpt, tmp_path / "hf")
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]
+    merged = _weights(out)
+    assert merged.keys() == single.keys()
+    for key in single:
+        assert_close(merged[key], single[key], rtol=0, atol=1e-5, msg=key)
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    for key, value in model.state_dict().items():
+        if key in merged:
+            assert torch.equal(value, merged[key]), key
+
+    # the AdamW moments, by parameter name (the single process numbers them in the optimizer's order)
+    saved = _load_state_dict_from_keys(checkpoint_id=str(ckpt))["optimizer"]
+    names = [n for group in saved["param_groups"] for n in group["params"]]
+    assert sorted(saved["state"]) == sorted(names) and len(names) == len(one["optimizer"]["state"])
+    order = names  # param_groups list the names in the optimizer's order (matrices, then vectors)
     for index, moments in one["optimizer"]["state"].items():
         for key, value in moments.items():
-            assert_close(two["optimizer"]["state"][index][key], value, rtol=1e-4, atol=1e-6, msg=f"{index} {key}")
+            assert_close(saved["state"][order[index]][key], value, rtol=1e-4, atol=1e-6, msg=f"{order[index]} {key}")
 
 
 def test_fsdp_checkpoint_resumes_with_two_processes_and_with_one(runs):
-    """From the FSDP run's step-4 checkpoint, a 2-rank FSDP rerun and a single process each train step 5
-    only and end on the uninterrupted FSDP run's weights (the 2-rank rerun replays the same computation;
-    one process adds float32 rounding; measured: identical). The other way, 2 FSDP ranks resume the single
-    process's step-4 checkpoint and end on the single process's weights."""
-    for name, atol in (("pref_f_resumed", 1e-6), ("pref_f_resumed_1", 1e-5)):
+    """From the FSDP run's step-4 checkpoint (sharded: written by 2 ranks), a 2-rank FSDP rerun, a 2-rank DDP
+    rerun and a single process each train step 5 only and end on the uninterrupted FSDP run's weights (DCP
+    reshards on load: FSDP ranks read their shards, DDP ranks and one process whole tensors; measured:
+    identical, tolerances as for a float32 reordering). The other way, 2 FSDP ranks resume the single
+    process's (consolidated) step-4 checkpoint and end on the single process's weights."""
+    for name, atol in (("pref_f_resumed", 1e-6), ("pref_d_resumed", 1e-5), ("pref_f_resumed_1", 1e-5)):
         record = runs.ranks[name][0] if name in runs.ranks else runs.single[name]
         assert record["metrics"]["resumed_from_step"] == 4.0
         assert [s for s, _ in _step_losses(record["logs"])] == [5]
         a, b = _weights(runs.root / "pref_f"), _weights(runs.root / name)
         for key in a:
             assert_close(b[key], a[key], rtol=0, atol=atol, msg=f"{name} {key}")
+    assert [r["metrics"]["resumed_from_step"] for r in runs.ranks["pref_d_resumed"]] == [4.0, 4.0]
+    assert [r["held"] for r in runs.ranks["pref_d_resumed"]] == [{}, {}]  # DDP: nothing sharded
     assert [r["metrics"]["resumed_from_step"] for r in runs.ranks["pref_f_resumed"]] == [4.0, 4.0]
     resumed = runs.ranks["pref_1_resumed_f"]
     assert [r["metrics"]["resumed_from_step"] for r in resumed] == [4.0, 4.0] and resumed[0]["held"]["dtensors"] > 0

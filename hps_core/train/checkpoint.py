@@ -16,25 +16,36 @@ Every checkpoint is a directory ``<root>/checkpoint-<step>`` holding:
 - ``trainer_state.pt``: optimizer, scheduler, CPU/CUDA RNG, step (tensors and plain types only, so it
   loads with ``weights_only=True``).
 - ``meta.json``: step and the run fingerprint (what the plan and settings were), checked on resume.
+A sharded checkpoint (written by FSDP ranks, :func:`save_sharded_checkpoint`) has the same name, retention
+and fingerprint but holds ``torch.distributed.checkpoint`` (DCP) files in place of the weights and the
+optimizer state: DCP's index ``.metadata`` and one ``__<rank>_0.distcp`` per rank (each rank writes its own
+shards of the model and of the AdamW moments, so no rank ever holds the whole state), beside
+``config.json``, the tokenizer, ``trainer_state.pt`` (scheduler, RNG, step; no optimizer), ``meta.json``
+(``"format": "dcp"``) and a ``README.txt``. It resumes with any number of processes, sharded or not
+(:func:`load_sharded_checkpoint`); ``consolidate_checkpoint(path, out_dir)`` turns it into a Hugging Face
+directory that ``from_pretrained`` loads.
 The sampler needs no state of its own: negatives are drawn before training and the batch plan is a pure
 function of the seed, so (fingerprint, step) pins the position in the run.
 
 A checkpoint is written to a temp directory beside its target (``.tmp-*``, never read) and renamed
 into place; only then are the checkpoints beyond the newest ``keep`` (``save_total_limit``) removed, each
 renamed out of sight before it is deleted, so at every moment the newest complete checkpoint is whole
-(temp directories a killed writer left are removed at the same time).
+(temp directories a killed writer left are removed at the same time). A sharded checkpoint's ranks all write
+into rank 0's temp directory; rank 0 renames it once DCP reports every rank's files written.
 :func:`latest_checkpoint` picks the complete checkpoint with the highest step. A root written before this
 layout (one ``<root>/latest``, or the ``.old-*`` a crash mid-swap left) is still found and resumed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -48,6 +59,9 @@ HF_WEIGHTS = "model.safetensors"
 HF_WEIGHTS_INDEX = "model.safetensors.index.json"  # save_pretrained's sharded form
 STATE = "trainer_state.pt"
 META = "meta.json"
+DCP_METADATA = ".metadata"  # torch.distributed.checkpoint's index of a sharded checkpoint's __<rank>_0.distcp files
+DCP_FORMAT = "dcp"  # meta.json's "format" of a sharded checkpoint
+DCP_README = "README.txt"
 _NAME = re.compile(re.escape(CHECKPOINT_PREFIX) + r"(\d+)")
 _DELETING = ".deleting-"  # an old checkpoint on its way out
 # Directories only a crashed writer leaves: write_dir_atomic's temp and set-aside dirs, the old layout's temp
@@ -65,13 +79,18 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def write_dir_atomic(target: Path, write: Callable[[Path], None]) -> Path:
+def _temp_dir_for(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+
+
+def write_dir_atomic(target: Path, write: Callable[[Path], None], *, tmp: Path | None = None) -> Path:
     """Run ``write(tmp)`` on a fresh temp directory beside ``target``, then rename it to ``target``: readers
     see the old directory or the whole new one, never half of it. An existing ``target`` is moved aside
-    first and deleted last; on any error the temp directory is removed and ``target`` is left as it was."""
+    first and deleted last; on any error the temp directory is removed and ``target`` is left as it was.
+    ``tmp``: a temp directory already made beside ``target`` (by :func:`_temp_dir_for`; others wrote into it)."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    tmp = _temp_dir_for(target) if tmp is None else Path(tmp)
     aside = None
     try:
         write(tmp)
@@ -175,8 +194,14 @@ def _weight_files(path: Path) -> list[Path]:
     return [path / HF_WEIGHTS] if (path / HF_WEIGHTS).is_file() else []
 
 
+def is_sharded_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a sharded (DCP) checkpoint: see the module docstring."""
+    return (Path(path) / DCP_METADATA).is_file()
+
+
 def _complete(path: Path) -> bool:
-    return path.is_dir() and (path / STATE).is_file() and (path / META).is_file() and bool(_weight_files(path))
+    return (path.is_dir() and (path / STATE).is_file() and (path / META).is_file()
+            and (bool(_weight_files(path)) or is_sharded_checkpoint(path)))
 
 
 def _checkpoints(root: Path) -> list[tuple[int, Path]]:
@@ -241,7 +266,8 @@ def load_trainer_state(path: Path, optimizer, scheduler, *, load_optimizer: Call
     """Restore optimizer, scheduler and RNG; return the step. ``load_optimizer`` (optional) loads the saved
     optimizer state instead of ``optimizer.load_state_dict`` (a sharded optimizer takes its shard of it)."""
     state = torch.load(Path(path) / STATE, weights_only=True)
-    (load_optimizer or optimizer.load_state_dict)(state["optimizer"])
+    if not is_sharded_checkpoint(path):  # a sharded checkpoint's optimizer is in its DCP files
+        (load_optimizer or optimizer.load_state_dict)(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and torch.cuda.is_available():
@@ -256,5 +282,122 @@ def save_model_atomic(model, tokenizer, out_dir: Path) -> Path:
     def write(tmp: Path) -> None:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
+
+    return write_dir_atomic(Path(out_dir), write)
+
+
+def _trainer_state(scheduler, step: int) -> dict:
+    state = {"scheduler": scheduler.state_dict(), "step": step, "torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _dcp_state(model, optimizer) -> dict:
+    """``{"model": ..., "optimizer": ...}`` as DCP saves and loads them: each rank's shards under FSDP, whole
+    tensors otherwise, keyed by ``named_parameters()`` names (``get_state_dict``), whatever the world size."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    return {"model": model_state, "optimizer": optimizer_state}
+
+
+def save_sharded_checkpoint(root: Path, model, optimizer, scheduler, step: int, meta: dict | None = None, *,
+                            tokenizer=None, keep: int = 2) -> Path | None:
+    """Write ``<root>/checkpoint-<step>`` as a sharded (DCP) checkpoint (see the module docstring), then keep
+    only the newest ``keep``. Every rank calls it: each writes its own shards into rank 0's temp directory
+    (``dcp.save``), then rank 0 adds the config, tokenizer, trainer state and meta.json and renames the
+    directory into place. Returns the checkpoint's path on rank 0, None on the other ranks."""
+    import torch.distributed.checkpoint as dcp
+
+    from hps_core.train import distributed
+
+    if keep < 1:
+        raise ValueError(f"keep (save_total_limit) must be >= 1, got {keep}: the newest checkpoint is what resumes")
+    root = Path(root)
+    target = root / f"{CHECKPOINT_PREFIX}{step}"
+    main = distributed.current().is_main
+    tmp = Path(distributed.gather(str(_temp_dir_for(target)) if main else None)[0])
+    try:
+        dcp.save(_dcp_state(model, optimizer), checkpoint_id=tmp)  # returns once every rank's files are written
+    except BaseException:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not main:
+        return None
+
+    def write(tmp: Path) -> None:
+        if hasattr(model, "config"):
+            model.config.save_pretrained(str(tmp))  # what consolidate_checkpoint builds the model from
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(str(tmp))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        torch.save(_trainer_state(scheduler, step), tmp / STATE)
+        (tmp / DCP_README).write_text(
+            f"Sharded (torch.distributed.checkpoint) checkpoint of step {step}: resume it with any number of processes.\n"
+            "To get a Hugging Face directory (from_pretrained) from it:\n"
+            "  python -c \"from hps_core.train.checkpoint import consolidate_checkpoint as c; "
+            "c('<this directory>', '<out dir>')\"\n")
+        (tmp / META).write_text(json.dumps({"step": step, "format": DCP_FORMAT, **(meta or {})}, indent=2))
+
+    path = write_dir_atomic(target, write, tmp=tmp)
+    _prune(root, keep, path)
+    return path
+
+
+@contextlib.contextmanager
+def _single_process_quietly():
+    """DCP warns each time it reads in one process ("assuming the intent is to load in a single process"):
+    here that is the intent (a single-process resume, a consolidation)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.distributed is .*single process")
+        yield
+
+
+def load_sharded_checkpoint(path: Path, model, optimizer) -> None:
+    """Load a sharded checkpoint's model and optimizer state into ``model`` and ``optimizer``, whatever the
+    number of processes that wrote it and that read it: FSDP ranks take their shards, DDP ranks and a
+    single process the whole tensors. Every rank calls it (under torch.distributed it is a collective).
+    The scheduler, RNG and step come from :func:`load_trainer_state`."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    state = _dcp_state(model, optimizer)
+    try:
+        with _single_process_quietly():
+            dcp.load(state, checkpoint_id=Path(path))
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise CheckpointMismatch(f"sharded checkpoint {path} does not fit this model and optimizer ({err}); "
+                                 "delete the checkpoint directory to start over") from err
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def consolidate_checkpoint(path: Path, out_dir: Path) -> Path:
+    """Turn a sharded (DCP) checkpoint into a Hugging Face directory at ``out_dir`` (safetensors, config,
+    tokenizer when the checkpoint has one) that ``AutoModelForCausalLM.from_pretrained`` loads. Runs in one
+    process, with or without a process group, and needs host memory for the whole model (fp32)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    path = Path(path)
+    if not is_sharded_checkpoint(path):
+        raise ValueError(f"{path} is not a sharded checkpoint (no {DCP_METADATA}); it loads with from_pretrained as it is")
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(path))).float()  # fp32, as trained
+    state = {"model": get_model_state_dict(model)}  # the names the ranks saved under
+    with _single_process_quietly():
+        dcp.load(state, checkpoint_id=path, no_dist=True)  # reads only the model: the optimizer stays on disk
+    set_model_state_dict(model, state["model"])
+    model.tie_weights()
+    if (path / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path)) if (path / "tokenizer_config.json").is_file() else None
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
 
     return write_dir_atomic(Path(out_dir), write)

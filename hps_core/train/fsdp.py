@@ -17,9 +17,13 @@ layers: the embeddings, the final norm and the LM head. That matters twice:
   embedding there and leave the head a second, untied copy in the root group; in one group FSDP keeps
   one sharded parameter under both names.
 
-Checkpoints and the final model are consolidated (:func:`full_model_state`, :func:`full_optimizer_state`):
-every rank takes part in the gather, rank 0 writes the usual Hugging Face directory and trainer state,
-so a checkpoint written under FSDP resumes with any number of processes, under either strategy.
+The final model is consolidated (:func:`full_model_state`): every rank takes part in the gather, rank 0
+writes the usual Hugging Face directory. In-training checkpoints are sharded instead
+(``hps_core.train.checkpoint.save_sharded_checkpoint``, ``torch.distributed.checkpoint``): each rank writes
+its own shards of the weights and AdamW moments, so rank 0 never holds the whole state; such a checkpoint
+resumes with any number of processes, under either strategy, and ``consolidate_checkpoint`` turns it
+into a Hugging Face directory. A consolidated checkpoint (one process, DDP) resumes under FSDP through
+:func:`load_full_optimizer_state`; :func:`full_optimizer_state` is its inverse (gathers on rank 0).
 """
 
 from __future__ import annotations

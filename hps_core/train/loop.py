@@ -22,11 +22,12 @@ checkpoints; every rank resumes from them. One process stays exactly as it was (
 With ``strategy = "fsdp"`` the model is sharded instead of replicated (``hps_core.train.fsdp``): the same
 plan and the same summed gradient, FSDP's gradient-sync switch in place of ``no_sync``, every rank running
 as many micro-batches per step as the busiest one (forwards gather weights, so all ranks must join each),
-and checkpoints gathered on every rank before rank 0 writes them in the usual, consolidated layout.
+and sharded checkpoints: every rank writes its own shards with torch.distributed.checkpoint (DCP) into the
+same ``checkpoint-<step>`` directory, which resumes with any number of processes under either strategy.
 
 Checkpoints are ``checkpoint-<step>`` directories, the newest ``save_total_limit`` kept, each loadable with
-``from_pretrained`` (or, for LoRA, ``PeftModel.from_pretrained``) as well as resumable; see
-``hps_core.train.checkpoint``.
+``from_pretrained`` (or, for LoRA, ``PeftModel.from_pretrained``) as well as resumable; an FSDP run's
+sharded ones load after ``checkpoint.consolidate_checkpoint``; see ``hps_core.train.checkpoint``.
 """
 
 from __future__ import annotations
@@ -50,10 +51,13 @@ from hps_core.train import distributed, fsdp
 from hps_core.train.checkpoint import (
     CheckpointMismatch,
     checkpoint_meta,
+    is_sharded_checkpoint,
     latest_checkpoint,
     load_model_state,
+    load_sharded_checkpoint,
     load_trainer_state,
     save_checkpoint,
+    save_sharded_checkpoint,
 )
 from hps_core.train.model_setup import autocast_for
 
@@ -134,7 +138,7 @@ def _fingerprint(settings: LoopSettings, steps: list, extra: str) -> str:
     """What must match for a checkpoint to be resumed: settings, the plan's shape, the caller's run key.
     Logging and retention do not change the training, so they are left out (``save_total_limit`` is dropped,
     not blanked, which keeps the fingerprints of checkpoints written before it existed); nor does the
-    strategy (both write the same consolidated checkpoints, so either resumes the other's)."""
+    strategy (an FSDP run writes sharded checkpoints, the others consolidated ones, and each resumes the other's)."""
     shape = [[_n_examples(mb) for mb in step] for step in steps]
     kept = {k: v for k, v in asdict(settings).items() if k not in ("save_total_limit", "strategy")}
     blob = json.dumps([kept | {"log_every": 0, "description": ""}, shape, extra], sort_keys=True)
@@ -192,7 +196,8 @@ def train_loop(
                 f"this run {fingerprint}: other data, settings or seed). Delete {checkpoint_dir} to start "
                 "over, or point this run at another checkpoint directory."
             )
-        load_model_state(ckpt, model)  # whole weights, before sharding: fully_shard keeps each rank's part
+        if not is_sharded_checkpoint(ckpt):  # a sharded one loads below, into the (sharded) model and optimizer
+            load_model_state(ckpt, model)  # whole weights, before sharding: fully_shard keeps each rank's part
     # FSDP shards the weights in place, so the optimizer is built after, over each rank's shards.
     sharded_root = fsdp.shard(_LossModule(model, loss_fn), model) if sharded else None
     if sharded and dist_ctx.is_main:  # in torchrun.log: which strategy a multi-process stage really ran
@@ -201,6 +206,8 @@ def train_loop(
     optimizer = _adamw(model, settings)
     scheduler = cosine_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
     if ckpt is not None:
+        if is_sharded_checkpoint(ckpt):  # every rank reads its part (its shards, or whole tensors unsharded)
+            load_sharded_checkpoint(ckpt, model, optimizer)
         load_optimizer = (lambda state: fsdp.load_full_optimizer_state(model, optimizer, state)) if sharded else None
         start_step = load_trainer_state(ckpt, optimizer, scheduler, load_optimizer=load_optimizer)
         print(f"{settings.description}: resumed from checkpoint at step {start_step}/{total_steps} ({ckpt})")
@@ -271,12 +278,12 @@ def train_loop(
                 log_fn(last, done)
             window, window_n, window_tokens, window_time, window_steps = {}, 0, 0, 0.0, 0
         if checkpoint_dir is not None and settings.checkpoint_every and done % settings.checkpoint_every == 0:
-            # Sharded: every rank joins the gathers, rank 0 writes the whole (consolidated) state.
-            gathered = dict(model_state=fsdp.full_model_state(model),
-                            optimizer_state=fsdp.full_optimizer_state(model, optimizer)) if sharded else {}
+            # Sharded: every rank writes its own shards (DCP), rank 0 the rest; nothing is gathered.
+            args = (checkpoint_dir, model, optimizer, scheduler, done, {"fingerprint": fingerprint})
+            kwargs = dict(tokenizer=tokenizer, keep=settings.save_total_limit)
+            saved = save_sharded_checkpoint(*args, **kwargs) if sharded else None
             if dist_ctx.is_main:
-                saved = save_checkpoint(checkpoint_dir, model, optimizer, scheduler, done, {"fingerprint": fingerprint},
-                                        tokenizer=tokenizer, keep=settings.save_total_limit, **gathered)
+                saved = saved if sharded else save_checkpoint(*args, **kwargs)
                 if on_checkpoint is not None:
                     on_checkpoint(saved)
             distributed.barrier()  # no rank runs ahead of a checkpoint it might have to resume from
