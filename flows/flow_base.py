@@ -29,6 +29,17 @@ def step_resources(step_function):
                      cpu=config_expr(f"config.resources.{name}.cpu"))(step_function)
 
 
+def nodes_of(flow, step_name: str) -> int:
+    """``num_parallel`` of a gang step: its ``[resources.<step>] nodes`` (1 on a laptop by default)."""
+    return int(flow.resolved_config["resources"][step_name]["nodes"])
+
+
+def gang_main(inputs):
+    """Node 0's task among a gang's ``inputs`` (the one that saved and published; the others only trained):
+    each gang task sets ``self.gang_node = current.parallel.node_index``."""
+    return next(task for task in inputs if task.gang_node == 0)
+
+
 def config_parameter(default_file: str, help: str, parser: str = "hps_core.config.parse_config_text") -> Config:
     """The flow's ``--config config <file.toml>``; ``default_file`` is under flows/configs/, or "embedded" for
     the package's own default (hps_core/config/default.toml). The parser resolves and checks the whole config

@@ -6,8 +6,12 @@ Run as:
     python flows/hps_flow.py argo-workflows create                            # scheduled, on Kubernetes
 
                       ┌─> train_sft ──────────┐
-start -> validate -> build_groups             ├─> expand -> train_hps -> evaluate -> register -> end
+start -> validate -> build_groups             ├─> join_models -> expand => train_hps -> evaluate -> register -> end
                       └─> train_reward_model ─┘
+
+``=>``: ``train_hps`` is a ``@parallel`` gang of ``[resources.train_hps] nodes`` tasks (one by default), one
+torchrun node each; ``evaluate`` joins it and takes node 0's model (the other nodes only train). Metaflow
+lets no step both join and fan out, hence ``join_models`` before ``expand``.
 
 ``expand`` grows each training group to ``[expand] k`` responses sampled from the SFT model and scored by
 the reward model (contracts again, negatives drawn again); with ``k = 0`` (the default) it passes through.
@@ -22,9 +26,9 @@ import os
 import flow_env  # noqa: F401  (flows/: user, telemetry off, secrets kept out of the logs)
 from hps_core.common.redaction import scrub_text  # noqa: E402
 
-from flow_base import IMAGE, RETRIES, TIMEOUT_MINUTES, config_parameter, pipeline_config, step_context_of, step_resources  # noqa: E402  (flows/: config parameter, resources, step context)
+from flow_base import IMAGE, RETRIES, TIMEOUT_MINUTES, config_parameter, gang_main, nodes_of, pipeline_config, step_context_of, step_resources  # noqa: E402  (flows/: config parameter, resources, step context, gangs)
 from kubernetes_image import kubernetes_image  # noqa: E402  (flows/: Kubernetes steps use resources.image)
-from metaflow import FlowSpec, card, config_expr, current, schedule, retry, step  # noqa: E402
+from metaflow import FlowSpec, card, config_expr, current, parallel, schedule, retry, step  # noqa: E402
 from mlflow_failures import mark_mlflow_failures  # noqa: E402  (flows/: a failed step fails the MLflow run)
 from step_limits import step_limits  # noqa: E402  (flows/: [resources] retries / timeout_minutes)
 
@@ -100,7 +104,7 @@ class HPSFlow(FlowSpec):
         from hps_core.recipes import hps as pipeline
 
         self.sft = pipeline.train_sft(self._ctx(), self.groups["groups"], self.groups["base"])
-        self.next(self.expand)
+        self.next(self.join_models)
 
     @step_resources
     @step
@@ -109,19 +113,24 @@ class HPSFlow(FlowSpec):
         from hps_core.recipes import hps as pipeline
 
         self.reward_model = pipeline.train_reward_model(self._ctx(), self.groups["groups"], self.groups["base"])
+        self.next(self.join_models)
+
+    @step
+    def join_models(self, inputs):
+        """The SFT and reward models side by side, with everything the steps before them made."""
+        self.merge_artifacts(inputs, include=["resolved_config", "run_dir", "tracking_uri", "lineage", "mlflow_parent_run_id",
+                                              "validation", "groups", "sft", "reward_model"])
         self.next(self.expand)
 
     @card(type="blank", id="expansion")
     @step_resources
     @step
-    def expand(self, inputs):
+    def expand(self):
         """Training groups grown to K responses by the SFT model, scored by the reward model ([expand] k > 0)."""
         from metaflow.cards import Markdown
 
         from hps_core.recipes import hps as pipeline
 
-        self.merge_artifacts(inputs, include=["resolved_config", "run_dir", "tracking_uri", "lineage", "mlflow_parent_run_id",
-                                              "validation", "groups", "sft", "reward_model"])
         self.groups = pipeline.expand(self._ctx(), self.validation["canonical"], self.groups, self.sft["model"],
                                       self.reward_model["model"])
         self.lineage = {**self.lineage, "reward_model": self.reward_model["model_dir"]}
@@ -132,26 +141,30 @@ class HPSFlow(FlowSpec):
             current.card["expansion"].append(Markdown(scrub_text("# Expanded groups\n\n" + self.groups["report_markdown"])))
         else:
             current.card["expansion"].append(Markdown("# No expansion\n\n`[expand] k = 0`: the groups as the data gives them."))
-        self.next(self.train_hps)
+        self.next(self.train_hps, num_parallel=nodes_of(self, "train_hps"))
 
     @step_resources
+    @parallel
     @step
     def train_hps(self):
-        """Preference training with hard negatives from the SFT checkpoint (frozen as reference)."""
+        """Preference training with hard negatives from the SFT checkpoint (frozen as reference), on each node."""
         from hps_core.recipes import hps as pipeline
 
+        self.gang_node = current.parallel.node_index
         self.hps = pipeline.train_hps(self._ctx(), self.groups["groups"], self.groups["negatives"], self.sft["model"])
         self.next(self.evaluate)
 
     @card(type="blank", id="evaluation")
     @step_resources
     @step
-    def evaluate(self):
+    def evaluate(self, inputs):
         """SFT and HPS side by side: reward, harm, implicit margins, with 95 % intervals."""
         from metaflow.cards import Image, Markdown
 
         from hps_core.recipes import hps as pipeline
 
+        self.merge_artifacts(inputs, exclude=["hps", "gang_node"])  # the same on every node but these
+        self.hps = gang_main(inputs).hps
         self.evaluation = pipeline.evaluate(
             self._ctx(), self.groups["groups"], self.sft["model"], self.hps["model"], self.reward_model["model"]
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -19,6 +20,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hps_core.config.building import ConfigError
 from hps_core.config.schema import PipelineConfig, ScheduleConfig
@@ -31,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FLOW = ROOT / "flows" / "hps_flow.py"
 ARGO_CONFIG = ROOT / "tests" / "configs" / "argo.toml"
 GPU_STEPS = {"train_sft", "train_reward_model", "expand", "train_hps", "evaluate"}
-CPU_STEPS = {"start", "validate", "build_groups", "register", "end"}
+CPU_STEPS = {"start", "validate", "build_groups", "join_models", "register", "end"}
 METAFLOW_DEFAULT_IMAGE = "registry.example.com/metaflow-default:0"  # METAFLOW_KUBERNETES_CONTAINER_IMAGE
 
 
@@ -51,10 +53,26 @@ def _compile(config: Path, s3_env: dict[str, str], workdir: Path) -> dict:
     return json.loads(done.stdout)
 
 
+def _jobset(template: dict) -> dict:
+    """A @parallel step's Argo resource template -> the JobSet it creates (Metaflow writes the manifest as YAML
+    with one unquoted Argo expression, the worker count, that YAML would read as a mapping)."""
+    manifest = re.sub(r"(replicas: )(\{\{=[^\n]*\}\})", r"\1'\2'", template["resource"]["manifest"])
+    return yaml.safe_load(manifest)
+
+
 def _steps(template: dict) -> dict[str, dict]:
-    """Step name -> its container template."""
-    return {t["metadata"]["annotations"]["metaflow/step_name"]: t for t in template["spec"]["templates"]
-            if "metaflow/step_name" in t.get("metadata", {}).get("annotations", {})}
+    """Step name -> its pod's template: a container template, or for a @parallel gang (a JobSet) its control
+    pod's spec with the resource template's retry strategy and the job's deadline."""
+    steps = {t["metadata"]["annotations"]["metaflow/step_name"]: t for t in template["spec"]["templates"]
+             if "metaflow/step_name" in t.get("metadata", {}).get("annotations", {})}
+    for t in template["spec"]["templates"]:
+        if "JobSet" in t.get("resource", {}).get("manifest", ""):
+            jobset = _jobset(t)
+            pod = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+            steps[jobset["metadata"]["annotations"]["metaflow/step_name"]] = {
+                "container": pod["containers"][0], "retryStrategy": t.get("retryStrategy", {}),
+                "activeDeadlineSeconds": pod["activeDeadlineSeconds"]}
+    return steps
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +114,42 @@ def test_production_steps_ask_for_what_they_use(s3_env, tmp_path):
     assert {name: res.of(name).processes_per_node for name in GPU_STEPS} == {
         "train_sft": 1, "train_reward_model": 1, "train_hps": 8, "expand": 1, "evaluate": 1}
     assert res.strategy == "fsdp" and load_config(ROOT / "flows" / "configs" / "production.toml").hps.lora.r == 0
+
+
+def test_two_node_preference_training_compiles_to_a_gang(s3_env, tmp_path):
+    """[resources.train_hps] nodes = 2, 8 GPUs and 8 processes per node: train_hps becomes a JobSet (Metaflow
+    @parallel on Kubernetes) of a control pod and num-parallel - 1 workers, every pod asking for 8 GPUs and
+    the step's CPU and memory, every pod told node 0's address and the gang's size; expand (the step before)
+    hands the gang its size, which the flow reads from the same config (nodes_of)."""
+    config = tmp_path / "two_nodes.toml"
+    config.write_text(ARGO_CONFIG.read_text() + "\n[resources.train_hps]\ngpu = 8\nmemory = 600000\ncpu = 48\n"
+                      "processes_per_node = 8\nnodes = 2\n")
+    assert load_config(config).resources.of("train_hps").world_size == 16
+    template = _compile(config, s3_env, tmp_path)
+    gang = next(t for t in template["spec"]["templates"] if t["name"] == "train-hps")
+    jobset = _jobset(gang)
+    assert jobset["kind"] == "JobSet" and jobset["metadata"]["annotations"]["metaflow/step_name"] == "train_hps"
+    control, worker = jobset["spec"]["replicatedJobs"]
+    assert (control["name"], control["replicas"], worker["name"]) == ("control", 1, "worker")
+    assert worker["replicas"] == "{{=asInt(inputs.parameters.workerCount)}}"
+    dags = {t["name"]: {task["name"]: task for task in t["dag"]["tasks"]} for t in template["spec"]["templates"] if "dag" in t}
+    call = {p["name"]: p["value"] for p in dags["expand-foreach-parallel"]["train-hps"]["arguments"]["parameters"]}
+    assert call["workerCount"] == "{{=sprig.int(sprig.sub(sprig.int(inputs.parameters['num-parallel']),1))}}"
+    fan_out = {p["name"]: p["value"] for p in dags["HPSFlow"]["expand-foreach-parallel"]["arguments"]["parameters"]}
+    assert fan_out["num-parallel"] == "{{tasks.expand.outputs.parameters.num-parallel}}"  # expand's self.next(num_parallel=)
+    for job in (control, worker):
+        container = job["template"]["spec"]["template"]["spec"]["containers"][0]
+        resources = container["resources"]
+        assert resources["limits"]["nvidia.com/gpu"] == "8"
+        assert (float(resources["requests"]["cpu"]), resources["requests"]["memory"]) == (48.0, "600000.0M")
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["MF_WORLD_SIZE"] == "{{inputs.parameters.num-parallel}}"  # the gang's nodes
+        assert env["MF_MASTER_ADDR"].startswith("{{inputs.parameters.jobset-name}}-control-0-0.")  # node 0's pod
+        assert container["image"] == load_config(ARGO_CONFIG).resources.image
+    # The other steps stay single pods; evaluate (the gang's join) asks for its own resources.
+    steps = _steps(template)
+    assert set(steps) == GPU_STEPS | CPU_STEPS
+    assert steps["evaluate"]["container"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
 def test_retries_and_timeout_on_every_step_but_validate(workflow):

@@ -79,7 +79,7 @@ def test_ints_are_accepted_for_floats_and_missing_file_is_clear(tmp_path):
 
 def test_metaflow_parser_returns_full_resolved_dict():
     resolved = parse_config_text("[resources]\ngpu = 1\n")
-    step = {"gpu": 1, "memory": 8000, "cpu": 1, "processes_per_node": 1}  # each step inherits the shared values
+    step = {"gpu": 1, "memory": 8000, "cpu": 1, "processes_per_node": 1, "nodes": 1}  # each step inherits the shared values
     assert resolved["resources"] == {**PipelineConfig().to_dict()["resources"], "gpu": 1,
                                      **{name: step for name in RESOURCE_STEPS}}  # defaults filled in
     assert resolved["resources"]["memory"] == 8000 and resolved["resources"]["processes_per_node"] == 1
@@ -99,13 +99,15 @@ def test_config_module_does_not_import_torch():
 def test_each_step_asks_for_its_own_resources_defaulting_to_the_shared_ones():
     """[resources] is every GPU step's default; [resources.<step>] overrides single values for one step.
     The resolved dict (what the flow's decorators read) holds complete numbers for every step."""
-    text = ("[resources]\ngpu = 8\ncpu = 64\nmemory = 900000\nprocesses_per_node = 8\n\n"
+    text = ("[resources]\ngpu = 8\ncpu = 64\nmemory = 900000\nprocesses_per_node = 8\nnodes = 2\n\n"
             "[resources.evaluate]\ngpu = 1\nprocesses_per_node = 1\n\n[resources.expand]\ncpu = 16\n")
     resolved = parse_config_text(text)["resources"]
-    assert resolved["evaluate"] == {"gpu": 1, "memory": 900000, "cpu": 64, "processes_per_node": 1}
-    assert resolved["expand"] == {"gpu": 8, "memory": 900000, "cpu": 16, "processes_per_node": 8}
-    assert resolved["train_sft"] == resolved["train_hps"] == resolved["train_reward_model"] == {
-        "gpu": 8, "memory": 900000, "cpu": 64, "processes_per_node": 8}
+    # The shared nodes is train_hps's (the one gang step); the others run on one node.
+    assert resolved["evaluate"] == {"gpu": 1, "memory": 900000, "cpu": 64, "processes_per_node": 1, "nodes": 1}
+    assert resolved["expand"] == {"gpu": 8, "memory": 900000, "cpu": 16, "processes_per_node": 8, "nodes": 1}
+    assert resolved["train_sft"] == resolved["train_reward_model"] == {
+        "gpu": 8, "memory": 900000, "cpu": 64, "processes_per_node": 8, "nodes": 1}
+    assert resolved["train_hps"] == {"gpu": 8, "memory": 900000, "cpu": 64, "processes_per_node": 8, "nodes": 2}
     cfg = PipelineConfig.from_dict(tomllib.loads(text))
     assert cfg.resources.of("evaluate").gpu == 1 and PipelineConfig.from_dict(cfg.to_dict()) == cfg  # round trip
     with pytest.raises(ValueError, match=r"no \[resources.validate\]; the steps with their own resources are train_sft, "):
@@ -114,13 +116,18 @@ def test_each_step_asks_for_its_own_resources_defaulting_to_the_shared_ones():
 
 @pytest.mark.parametrize("raw, message", [
     ({"resources": {"evaluate": {"gpus": 1}}}, "unknown config key 'resources.evaluate.gpus' in <dict> (did you mean "
-     "'resources.evaluate.gpu'?); valid keys here: gpu, memory, cpu, processes_per_node"),
+     "'resources.evaluate.gpu'?); valid keys here: gpu, memory, cpu, processes_per_node, nodes"),
     ({"resources": {"evaluate": {"gpu": -1}}}, "<dict>: resources.evaluate.gpu = -1 is out of range; it must be >= 0"),
     ({"resources": {"train_hps": {"processes_per_node": 0}}},
      "<dict>: resources.train_hps.processes_per_node = 0 is out of range; it must be >= 1"),
     ({"resources": {"train_sft": {"memory": 1.5}}}, "<dict>: resources.train_sft.memory = 1.5 has the wrong type; "
      "expected int"),
     ({"resources": {"cpu": 0}}, "<dict>: resources.cpu = 0 is out of range; it must be >= 1"),  # named once, as itself
+    ({"resources": {"train_hps": {"nodes": 0}}}, "<dict>: resources.train_hps.nodes = 0 is out of range; it must be >= 1"),
+    ({"resources": {"evaluate": {"nodes": 2}}}, "<dict>: resources.evaluate.nodes = 2, but only train_hps can run on "
+     "several nodes; evaluate runs on one (set nodes = 1 or leave it out)"),
+    ({"resources": {"train_sft": {"nodes": 3}}}, "<dict>: resources.train_sft.nodes = 3, but only train_hps can run on "
+     "several nodes; train_sft runs on one (set nodes = 1 or leave it out)"),
 ])
 def test_step_resources_are_checked_by_name(raw, message):
     with pytest.raises(ConfigError) as exc:

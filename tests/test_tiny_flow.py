@@ -22,7 +22,7 @@ def test_tiny_flow_runs_every_step_and_registers_both_models(tmp_path, hps_cache
                           env={**env, "HPS_CACHE_DIR": str(hps_cache_dir)}, capture_output=True, text=True, timeout=900)
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-5000:]
-    for step in ("start", "validate", "build_groups", "train_sft", "train_reward_model", "expand", "train_hps",
+    for step in ("start", "validate", "build_groups", "train_sft", "train_reward_model", "join_models", "expand", "train_hps",
                  "evaluate", "register", "end"):
         assert f"/{step}/" in log, step
     assert "registered hps: models:/hps-policy/1" in log and "registered sft: models:/hps-sft/1" in log, log[-3000:]

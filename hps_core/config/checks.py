@@ -133,6 +133,8 @@ def check_config(cfg, source: str = "<dict>") -> None:
         raise ConfigError("; ".join(problems))
     if problems := step_resource_problems(cfg.resources, source):
         raise ConfigError("; ".join(problems))
+    if problems := gang_problems(cfg.resources, source):
+        raise ConfigError("; ".join(problems))
 
 
 def step_resource_problems(resources, source: str) -> list[str]:
@@ -147,6 +149,15 @@ def step_resource_problems(resources, source: str) -> list[str]:
 
 
 
+def gang_problems(resources, source: str) -> list[str]:
+    """``nodes > 1`` on a step that cannot run as a multi-node gang (only the steps of GANG_STEPS do)."""
+    from hps_core.config.schema import GANG_STEPS, RESOURCE_STEPS
+
+    return [f"{source}: resources.{step}.nodes = {resources.of(step).nodes}, but only "
+            f"{', '.join(GANG_STEPS)} can run on several nodes; {step} runs on one (set nodes = 1 or leave it out)"
+            for step in RESOURCE_STEPS if step not in GANG_STEPS and resources.of(step).nodes != 1]
+
+
 def strategy_problem(cfg, source: str) -> str:
     """What is wrong with ``[resources] strategy`` ("" if nothing): an unknown value, or "fsdp" for a
     multi-process stage it cannot shard (LoRA adapters; on-policy hardness, which runs the policy outside
@@ -159,10 +170,10 @@ def strategy_problem(cfg, source: str) -> str:
     if strategy != "fsdp":
         return ""
     for section, step in (("sft", "train_sft"), ("hps", "train_hps")):
-        if cfg.resources.of(step).processes_per_node > 1 and getattr(cfg, section).lora.r > 0:
+        if cfg.resources.of(step).world_size > 1 and getattr(cfg, section).lora.r > 0:
             return (f"{source}: resources.strategy = \"fsdp\" shards full fine-tunes only, but {section}.lora.r = "
                     f"{getattr(cfg, section).lora.r}: use strategy = \"ddp\" (LoRA's adapters are small)")
-    if cfg.resources.of("train_hps").processes_per_node > 1 and cfg.hps.hardness != "score":
+    if cfg.resources.of("train_hps").world_size > 1 and cfg.hps.hardness != "score":
         return (f"{source}: resources.strategy = \"fsdp\" with hps.hardness = {cfg.hps.hardness!r}: on-policy "
                 "hardness trains with strategy = \"ddp\" (or set processes_per_node = 1 for train_hps)")
     return ""

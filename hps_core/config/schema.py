@@ -230,7 +230,10 @@ class RegisterConfig:
 # train_hps; expand_flow's shards generate like expand).
 RESOURCE_STEPS = ("train_sft", "train_reward_model", "expand", "train_hps", "evaluate")
 RESOURCE_STEP_OF = {"train_method": "train_hps", "expand_shard": "expand"}
-STEP_RESOURCE_FIELDS = ("gpu", "memory", "cpu", "processes_per_node")
+STEP_RESOURCE_FIELDS = ("gpu", "memory", "cpu", "processes_per_node", "nodes")
+# The steps that may run as a multi-node gang ([resources.<step>] nodes > 1: Metaflow @parallel, one task per
+# node, torchrun across them; hps_core.train.launch). The other steps run on one node.
+GANG_STEPS = ("train_hps",)
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,12 @@ class StepResources:
     memory: int | None = None
     cpu: int | None = None
     processes_per_node: int | None = None
+    nodes: int | None = None
+
+    @property
+    def world_size(self) -> int:
+        """Training processes in all: ``nodes`` x ``processes_per_node`` (filled in, so never None here)."""
+        return self.nodes * self.processes_per_node
 
 
 @dataclass(frozen=True)
@@ -254,6 +263,10 @@ class ResourcesConfig:
     # Processes that train SFT and preference data-parallel (DDP via torchrun) on the step's node; on a
     # cluster usually the GPU count (one process per GPU). 1 = train in the step's own process.
     processes_per_node: int = ranged(1, ">= 1")
+    # Nodes (machines, pods) that train preference data together: > 1 runs train_hps as a Metaflow @parallel
+    # gang of that many tasks, one torchrun node each (nodes x processes_per_node ranks). The other steps run
+    # on one node. docs/production.md, "Several nodes".
+    nodes: int = ranged(1, ">= 1")
     # How those processes share the model: "ddp" replicates it on every rank; "fsdp" shards weights,
     # gradients and AdamW state across the ranks (FSDP2; SFT and preference training, full fine-tunes only).
     # No effect with one process. docs/production.md, "Sharded training (FSDP)".
@@ -277,7 +290,10 @@ class ResourcesConfig:
     def __post_init__(self):
         for step in RESOURCE_STEPS:
             own = getattr(self, step)
-            filled = {k: getattr(self, k) if getattr(own, k) is None else getattr(own, k) for k in STEP_RESOURCE_FIELDS}
+            shared = {k: getattr(self, k) for k in STEP_RESOURCE_FIELDS}
+            if step not in GANG_STEPS:
+                shared["nodes"] = 1  # the shared nodes is the gang steps'; the others run on one node
+            filled = {k: shared[k] if getattr(own, k) is None else getattr(own, k) for k in STEP_RESOURCE_FIELDS}
             object.__setattr__(self, step, StepResources(**filled))
 
     def of(self, step: str) -> StepResources:

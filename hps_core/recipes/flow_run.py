@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hps_core.common.gang import Gang
 from hps_core.tracking.step_context import StepContext
 
 # The flow artifacts a step context is rebuilt from (set by ``start`` from :func:`open_run`'s result).
@@ -50,4 +51,14 @@ def step_context(flow: Any, cfg: Any, sub: str = "") -> StepContext:
 
     tracker = MlflowTracker(flow.tracking_uri, experiment_name=cfg.run.experiment)
     return StepContext(cfg, Path(flow.run_dir) / sub, tracker, flow.mlflow_parent_run_id, dict(flow.lineage),
-                       step=current.step_name or "")
+                       step=current.step_name or "", gang=gang_of_current_task())
+
+
+def gang_of_current_task() -> Gang:
+    """The running task's place in its @parallel gang (Metaflow's ``current.parallel``); one node outside one."""
+    from metaflow import current
+
+    if not getattr(current, "is_parallel", False):
+        return Gang()
+    parallel = current.parallel
+    return Gang(nodes=parallel.num_nodes, node_index=parallel.node_index, main_addr=parallel.main_ip)

@@ -155,6 +155,16 @@ def train_sft(ctx: StepContext, groups: Ref, base_model: Ref) -> dict[str, Any]:
     return {"model": model, "model_dir": str(out), "metrics": metrics}
 
 
+def train_on_other_node(ctx: StepContext, name: str, stage: str, model: str, groups_path, out, keep: int, **stage_args) -> None:
+    """A gang's node other than 0 (``[resources.train_hps] nodes > 1``): its ranks train beside node 0's, from the
+    same checkpoint when the stage resumes (a fresh pod fetches it as node 0 does); node 0 alone logs to
+    MLflow, copies checkpoints, saves and publishes the model."""
+    from hps_core.train.launch import train_stage
+
+    restore_checkpoints(ctx, name, keep=keep)
+    train_stage(stage, ctx.cfg, model, groups_path, out, **stage_args)
+
+
 def train_reward_model(ctx: StepContext, groups: Ref, base_model: Ref) -> dict[str, Any]:
     """Train a Bradley-Terry reward model when none is configured; otherwise just name the configured one."""
     if ctx.cfg.reward_model.path:  # handed on as configured: each machine fetches or converts it itself
@@ -180,14 +190,17 @@ def train_hps(ctx: StepContext, groups: Ref, negatives: Ref, sft_model: Ref) -> 
     groups_path, negatives_path, sft_dir = local(ctx, groups), local(ctx, negatives), local(ctx, sft_model)
     out = ctx.path("models", "hps")
     drawn = ctx.path("groups", "negatives_drawn.parquet")  # on-policy hardness: what the trainer drew
+    stage = dict(negatives_path=negatives_path, work_dir=ctx.run_dir / "torchrun" / "hps", seed=ctx.cfg.run.seed,
+                 cache_dir=ctx.cache_dir / "reference", checkpoint_dir=checkpoint_dir(ctx, "hps"),
+                 drawn_negatives_path=drawn, gang=ctx.gang)
+    if not ctx.gang.is_main:
+        train_on_other_node(ctx, "hps", "preference", sft_dir, groups_path, out, ctx.cfg.hps.save_total_limit, **stage)
+        return {"node": ctx.gang.node_index}
     with ctx.child("train_hps") as run_id:
         mirror = restore_checkpoints(ctx, "hps", keep=ctx.cfg.hps.save_total_limit)
         metrics = train_stage(  # in this process, or data-parallel under torchrun ([resources.train_hps])
-            "preference", ctx.cfg, sft_dir, groups_path, out, negatives_path=negatives_path,
-            work_dir=ctx.run_dir / "torchrun" / "hps", seed=ctx.cfg.run.seed, cache_dir=ctx.cache_dir / "reference",
-            log_fn=ctx.metric_logger(run_id, ""), checkpoint_dir=checkpoint_dir(ctx, "hps"),
-            drawn_negatives_path=drawn, on_checkpoint=mirror.push if mirror else None,
-        )
+            "preference", ctx.cfg, sft_dir, groups_path, out, log_fn=ctx.metric_logger(run_id, ""),
+            on_checkpoint=mirror.push if mirror else None, **stage)
         if drawn.is_file():
             ctx.tracker.log_artifact(run_id, str(drawn), "groups")
         model = publish(ctx, run_id, out, "hps")

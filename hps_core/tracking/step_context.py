@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hps_core.common.gang import Gang
 from hps_core.tracking.null import NullTracker
 from hps_core.tracking.base import Tracker
 
@@ -20,6 +21,7 @@ class StepContext:
     parent_run_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)  # lineage tags put on every MLflow run
     step: str = ""  # the flow step running (its [resources.<step>] cpu sets the threads); "" = shared [resources]
+    gang: Gang = field(default_factory=Gang)  # this task's node in a multi-node gang (@parallel); one node by default
 
     def __post_init__(self) -> None:
         # torch would start one thread per visible core, however many CPUs the step asked for

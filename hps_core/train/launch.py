@@ -13,9 +13,18 @@ as a subprocess of the step: N ranks, each on its own GPU (or CPU with gloo), tr
 logger while training runs) and writes the stage's result to ``result.json``; every rank's output goes
 to ``torchrun.log``, which a failure names. The same command runs a spec by hand.
 
-Across several nodes, Metaflow's ``@torchrun`` decorator (the ``metaflow-torchrun`` extension, with
-``@parallel``) starts torchrun on every node of a gang; its entry point would be this module with the same
-spec. That extension is not a dependency of this project.
+Across several nodes (``[resources.<step>] nodes = N > 1``) the flow runs the step as a Metaflow ``@parallel``
+gang of N tasks, one per node, and each task calls :func:`train_stage` with its place in the gang
+(:class:`hps_core.common.gang.Gang`): every node runs the same command with a static rendezvous in place of
+``--standalone``,
+
+    python -m torch.distributed.run --nnodes N --node-rank <i> --master-addr <node 0> --master-port <port>
+        --nproc-per-node P -m hps_core.train.launch <spec.json>
+
+so the stage trains in N x P ranks, global rank 0 on node 0. Node 0's step forwards the metrics and
+checkpoints and returns the result; the other nodes' steps return once their ranks finish. (The
+``metaflow-torchrun`` extension's ``@torchrun`` does the same from a decorator; this keeps one launcher, with
+its logs, metrics forwarding and checkpoint mirror, for one process, one node and many.)
 """
 
 from __future__ import annotations
@@ -30,8 +39,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from hps_core.common.gang import Gang
+
 STAGES = ("sft", "preference", "reward")
 STEP_OF_STAGE = {"sft": "train_sft", "preference": "train_hps", "reward": "train_reward_model"}  # whose resources
+# torchrun's rendezvous port on a gang's node 0, one per stage: on a laptop (Metaflow runs a gang's tasks as local
+# processes) the SFT gang and the reward model's standalone torchrun may run side by side.
+MASTER_PORT = {"sft": 29510, "preference": 29520, "reward": 29530}
 LogFn = Callable[[dict[str, float], int], None]
 CheckpointFn = Callable[[Path], None]
 
@@ -101,28 +115,49 @@ def train_stage(
     cache_dir: str | Path | None = None,
     drawn_negatives_path: str | Path | None = None,
     on_checkpoint: CheckpointFn | None = None,
+    gang: Gang = Gang(),
 ) -> dict[str, float]:
-    """Train ``stage`` in its step's ``processes_per_node`` processes; ``work_dir`` holds the spec and
-    logs of a multi-process run. Returns the stage's metrics (rank 0's, which are reduced over ranks).
-    ``on_checkpoint(path)`` sees each new checkpoint: in this process, before training goes on; under
-    torchrun, from this (the step's) process while the ranks train on (the newest one at each poll)."""
+    """Train ``stage`` in its step's ``processes_per_node`` processes on each of its ``nodes``; ``work_dir``
+    holds the spec and logs of a multi-process run. Returns the stage's metrics (rank 0's, which are reduced
+    over ranks; ``{}`` on a gang's other nodes). ``on_checkpoint(path)`` sees each new checkpoint: in this
+    process, before training goes on; under torchrun, from this (the step's) process while the ranks train
+    on (the newest one at each poll). ``gang``: this task's node when the step runs on several."""
     text = lambda p: str(p) if p is not None else None  # noqa: E731
     spec = StageSpec(stage, cfg.to_dict(), str(model), str(groups_path), str(out_dir), seed,
                      negatives_path=text(negatives_path), cache_dir=text(cache_dir), checkpoint_dir=text(checkpoint_dir),
                      drawn_negatives_path=text(drawn_negatives_path))
     if stage not in STAGES:
         raise ValueError(f"unknown training stage {stage!r}; valid: {', '.join(STAGES)}")
-    processes = cfg.resources.of(STEP_OF_STAGE[stage]).processes_per_node
-    if processes == 1:
+    resources = cfg.resources.of(STEP_OF_STAGE[stage])
+    if gang.nodes != resources.nodes:
+        raise ValueError(
+            f"resources.{STEP_OF_STAGE[stage]}.nodes = {resources.nodes}, but this task runs on {gang.nodes} node(s): "
+            f"only flows/hps_flow.py runs {STEP_OF_STAGE[stage]} as a multi-node gang; set nodes = 1 to train here")
+    if resources.world_size == 1:
         return run_stage(cfg, spec, log_fn, on_checkpoint)
-    return launch(spec, processes, Path(work_dir), log_fn, on_checkpoint=on_checkpoint)
+    if gang.nodes > 1:  # each node's spec and torchrun.log apart (a laptop's gang shares one run directory)
+        work_dir = Path(work_dir) / f"node-{gang.node_index}"
+    return launch(spec, resources.processes_per_node, Path(work_dir), log_fn, on_checkpoint=on_checkpoint, gang=gang)
+
+
+def torchrun_command(spec_path: Path, stage: str, processes: int, gang: Gang = Gang()) -> list[str]:
+    """The torchrun command of one node: standalone on a single node, a static rendezvous at node 0's address
+    (:data:`MASTER_PORT` of the stage) when the step runs as a gang of several."""
+    if gang.nodes == 1:
+        rendezvous = ["--standalone"]
+    else:
+        rendezvous = [f"--nnodes={gang.nodes}", f"--node-rank={gang.node_index}", f"--master-addr={gang.main_addr}",
+                      f"--master-port={MASTER_PORT[stage]}"]
+    return [sys.executable, "-m", "torch.distributed.run", *rendezvous, f"--nproc-per-node={processes}",
+            "-m", "hps_core.train.launch", str(spec_path)]
 
 
 def launch(spec: StageSpec, processes: int, work_dir: Path, log_fn: LogFn | None = None, poll_s: float = 1.0,
-           on_checkpoint: CheckpointFn | None = None) -> dict[str, float]:
-    """Run ``spec`` under torchrun with ``processes`` ranks on this node and wait; forward rank 0's logged
-    metrics to ``log_fn`` as they arrive, and the newest complete checkpoint to ``on_checkpoint``. Raises
-    :class:`StageFailed` naming the log if any rank fails."""
+           on_checkpoint: CheckpointFn | None = None, gang: Gang = Gang()) -> dict[str, float]:
+    """Run ``spec`` under torchrun with ``processes`` ranks on this node (one node of ``gang``) and wait;
+    forward rank 0's logged metrics to ``log_fn`` as they arrive, and the newest complete checkpoint to
+    ``on_checkpoint``. Returns rank 0's result (``{}`` on a gang's other nodes, which hold no rank 0).
+    Raises :class:`StageFailed` naming the log if any rank fails."""
     work_dir.mkdir(parents=True, exist_ok=True)
     metrics_log, result_path, log_path = work_dir / "metrics.jsonl", work_dir / "result.json", work_dir / "torchrun.log"
     for stale in (metrics_log, result_path):
@@ -130,8 +165,7 @@ def launch(spec: StageSpec, processes: int, work_dir: Path, log_fn: LogFn | None
     spec = StageSpec(**{**asdict(spec), "metrics_log": str(metrics_log), "result_path": str(result_path)})
     spec_path = work_dir / "spec.json"
     spec_path.write_text(json.dumps(asdict(spec), indent=2))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "-m", "hps_core.train.launch", str(spec_path)]
+    command = torchrun_command(spec_path, spec.stage, processes, gang)
     forwarded = 0
     watch = _NewCheckpoints(spec.checkpoint_dir, on_checkpoint)
     with open(log_path, "w") as log:
@@ -150,14 +184,20 @@ def launch(spec: StageSpec, processes: int, work_dir: Path, log_fn: LogFn | None
             if proc.poll() is None:  # the caller failed or was interrupted: take the ranks down with it
                 proc.terminate()
                 proc.wait(timeout=60)
+    if code == 0 and not gang.is_main:
+        return {}
     if code != 0 or not result_path.is_file():
         lines = [ln for ln in log_path.read_text(errors="replace").splitlines(keepends=True) if ln.strip(" ^~\n")]
         tail = "".join(lines[-20:])  # ends with torchrun's summary of the first failed rank
         raise StageFailed(
-            f"{spec.stage} training in {processes} processes failed (torchrun exit code {code}); every rank's "
-            f"output is in {log_path}. Its last lines:\n{tail}"
+            f"{spec.stage} training in {processes} processes{_on_node(gang)} failed (torchrun exit code {code}); "
+            f"every rank's output is in {log_path}. Its last lines:\n{tail}"
         )
     return json.loads(result_path.read_text())
+
+
+def _on_node(gang: Gang) -> str:
+    return f" on node {gang.node_index} of {gang.nodes}" if gang.nodes > 1 else ""
 
 
 class _NewCheckpoints:

@@ -188,6 +188,12 @@ def train_loop(
     fingerprint = _fingerprint(settings, steps, run_key)
     start_step = 0
     ckpt = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    seen = distributed.gather(ckpt.name if ckpt is not None else None)
+    if len(set(seen)) > 1:  # e.g. a gang's node without the shared filesystem or the MLflow copy of the checkpoints
+        raise CheckpointMismatch(
+            f"{settings.description}: the ranks see different newest checkpoints under {checkpoint_dir} "
+            f"(rank: checkpoint {dict(enumerate(seen))}); every rank must resume from the same one: give all nodes "
+            "one shared checkpoint directory, or a tracking server to copy it from")
     if ckpt is not None:
         found = checkpoint_meta(ckpt).get("fingerprint")
         if found != fingerprint:
