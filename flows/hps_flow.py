@@ -129,10 +129,13 @@ class HPSFlow(FlowSpec):
         """Training groups grown to K responses by the SFT model, scored by the reward model ([expand] k > 0)."""
         from metaflow.cards import Markdown
 
-        from hps_core.recipes import hps as pipeline
+        if self.resolved_config["expand"]["k"] == 0:  # pass-through, with no step context (no MLflow or torch import)
+            self.groups = {**self.groups, "expanded": False}
+        else:
+            from hps_core.recipes import hps as pipeline
 
-        self.groups = pipeline.expand(self._ctx(), self.validation["canonical"], self.groups, self.sft["model"],
-                                      self.reward_model["model"])
+            self.groups = pipeline.expand(self._ctx(), self.validation["canonical"], self.groups, self.sft["model"],
+                                          self.reward_model["model"])
         self.lineage = {**self.lineage, "reward_model": self.reward_model["model_dir"]}
         if self.groups["expanded"]:
             self.lineage = {**self.lineage, "groups_digest": self.groups["groups_digest"],
@@ -176,25 +179,25 @@ class HPSFlow(FlowSpec):
 
     @step
     def register(self):
-        """Both checkpoints become MLflow model versions with metrics and lineage; HPS gets `challenger`."""
+        """Both checkpoints become MLflow model versions with metrics and lineage; HPS gets `challenger`.
+        Then the MLflow parent run is tagged with them and closed (here, not in `end`: this step has MLflow
+        loaded already, and `end` then imports nothing heavy)."""
         from hps_core.recipes import hps as pipeline
 
+        ctx = self._ctx()
         self.registered = pipeline.register(
-            self._ctx(), self.sft["model"], self.hps["model"], self.evaluation["metrics"], self.lineage,
+            ctx, self.sft["model"], self.hps["model"], self.evaluation["metrics"], self.lineage,
             validation=self.validation, groups=self.groups,
         )
+        ctx.tracker.set_tags(self.mlflow_parent_run_id, {f"registered.{k}": v for k, v in self.registered.items()})
+        ctx.tracker.finish_run(self.mlflow_parent_run_id)
         self.next(self.end)
 
     @step
     def end(self):
-        """Close the MLflow parent run and tag this Metaflow run with what it registered."""
+        """Tag this Metaflow run with the MLflow run and the model versions it registered."""
         from metaflow import Run
 
-        from hps_core.tracking.mlflow_tracker import MlflowTracker
-
-        tracker = MlflowTracker(self.tracking_uri, experiment_name=self.resolved_config["run"]["experiment"])
-        tracker.set_tags(self.mlflow_parent_run_id, {f"registered.{k}": v for k, v in self.registered.items()})
-        tracker.finish_run(self.mlflow_parent_run_id)
         Run(f"{current.flow_name}/{current.run_id}").add_tags(
             [f"mlflow_run:{self.mlflow_parent_run_id}"] + [f"model:{uri}" for uri in self.registered.values()]
         )

@@ -62,3 +62,30 @@ def test_step_context_applies_the_rule(tmp_path, monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_step_that_never_imports_torch_does_not_import_it_and_one_that_does_gets_its_threads(tmp_path):
+    """A fresh process (torch not yet imported): the step context leaves torch unimported (validate and
+    register never need it) and sets the step's threads the moment torch is imported; a second context's
+    request replaces the first's; HPS_CPU_THREADS is read (and checked) when the context is made."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pathlib\n"
+        "from hps_core.config.schema import PipelineConfig\n"
+        "from hps_core.tracking.step_context import StepContext\n"
+        "StepContext(PipelineConfig.from_dict({'resources': {'cpu': 2}}), pathlib.Path('.'))\n"
+        "StepContext(PipelineConfig.from_dict({'resources': {'cpu': 1}}), pathlib.Path('.'))\n"
+        "print('torch' in sys.modules)\n"
+        "import torch\n"
+        "print(torch.get_num_threads())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "HPS_CPU_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "1"]
+    bad = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "HPS_CPU_THREADS": "two"},
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "HPS_CPU_THREADS='two'" in bad.stderr

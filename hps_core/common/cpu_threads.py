@@ -14,8 +14,11 @@ a user's ``OMP_NUM_THREADS`` is respected as it is.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import math
 import os
+import sys
 from pathlib import Path
 
 OVERRIDE_VAR = "HPS_CPU_THREADS"
@@ -56,3 +59,45 @@ def configure_torch_threads(cpu_request: int) -> int:
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def configure_torch_threads_when_imported(cpu_request: int) -> int | None:
+    """:func:`configure_torch_threads` now if torch is imported, else the moment it is: a step that never
+    imports torch (validate, register) does not pay ~1.5 s to import it only to set its threads. Returns the
+    thread count set now, or None when it is deferred (or the user's OMP_NUM_THREADS governs)."""
+    if "torch" in sys.modules:
+        return configure_torch_threads(cpu_request)
+    threads = step_threads(cpu_request)  # read now: a malformed HPS_CPU_THREADS fails the step at its start
+    if threads is not None:
+        for finder in [f for f in sys.meta_path if isinstance(f, _SetThreadsOnTorchImport)]:
+            sys.meta_path.remove(finder)  # a later step context's request replaces an earlier one's
+        sys.meta_path.insert(0, _SetThreadsOnTorchImport(threads))
+    return None
+
+
+class _SetThreadsOnTorchImport(importlib.abc.MetaPathFinder):
+    """Finds ``torch`` as the other finders would, and sets its threads right after its module has run."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "torch":
+            return None
+        sys.meta_path.remove(self)  # once, and out of the way of the real lookup below
+        spec = importlib.util.find_spec("torch")
+        if spec is None or spec.loader is None:
+            return spec
+        loader, threads = spec.loader, self.threads
+
+        class _Loader(importlib.abc.Loader):
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                loader.exec_module(module)
+                if module.get_num_threads() != threads:
+                    module.set_num_threads(threads)
+
+        spec.loader = _Loader()
+        return spec

@@ -25,12 +25,13 @@ class StepContext:
 
     def __post_init__(self) -> None:
         # torch would start one thread per visible core, however many CPUs the step asked for
-        # (hps_core.common.cpu_threads: side-by-side steps and CPU-limited pods oversubscribe badly)
-        from hps_core.common.cpu_threads import configure_torch_threads
+        # (hps_core.common.cpu_threads: side-by-side steps and CPU-limited pods oversubscribe badly); set
+        # when the step imports torch, so the steps that never do (validate, register) do not import it
+        from hps_core.common.cpu_threads import configure_torch_threads_when_imported
 
         resources = getattr(self.cfg, "resources", None)  # the routing flow's steps train nothing
         if resources is not None:
-            configure_torch_threads(resources.threads_of(self.step))
+            configure_torch_threads_when_imported(resources.threads_of(self.step))
 
     @property
     def cache_dir(self) -> Path:
