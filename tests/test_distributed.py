@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,6 +34,7 @@ from hps_core.data.synthetic import format_prompt
 from hps_core.sampling.groups import build_groups, draw_epoch_negatives
 from hps_core.models.loading import build_tiny_model
 from hps_core.sampling.hardness import make_gamma_schedule
+from hps_core.train.checkpoint import CheckpointMismatch
 from hps_core.train.distributed import contiguous_share, shard_step, stand_in
 from hps_core.train.loop import split_steps
 
@@ -97,13 +99,14 @@ def world(tmp_path_factory):
     return SimpleNamespace(root=root, model_dir=str(model_dir))
 
 
-def _train(root: Path, run: dict, log_fn) -> dict:
-    """One training run as the pipeline would start it (the same call in a rank and in a single process)."""
+def _train(root: Path, run: dict, log_fn, rank: int = 0) -> dict:
+    """One training run as the pipeline would start it (the same call in a rank and in a single process);
+    a ``{rank}`` in ``checkpoint_dir`` gives each rank its own directory."""
     from hps_core.train.preference import train_preference
     from hps_core.train.sft import train_sft
 
     groups = pd.read_parquet(root / "groups.parquet")
-    ckpt = root / run["checkpoint_dir"] if run.get("checkpoint_dir") else None
+    ckpt = root / run["checkpoint_dir"].format(rank=rank) if run.get("checkpoint_dir") else None
     out = root / run["name"]
     if run["stage"] == "sft":
         return train_sft(run["model"], groups, MODEL, SFTConfig(**SFT), out, log_fn=log_fn, checkpoint_dir=ckpt)
@@ -141,8 +144,15 @@ def _rank(rank: int, world_size: int, port: int, root: str, runs: list[dict]) ->
     try:
         for run in runs:
             logs, writes[:] = [], []
-            metrics = _train(Path(root), run, lambda m, step: logs.append([step, m]))
+            if run.get("copy_checkpoints") and rank == 0:  # rank 0's directory only: rank 1 sees none
+                shutil.copytree(Path(root) / run["copy_checkpoints"], Path(root) / run["checkpoint_dir"].format(rank=0))
+            distributed.barrier()
+            try:
+                metrics = _train(Path(root), run, lambda m, step: logs.append([step, m]), rank)
+            except CheckpointMismatch as err:
+                metrics = {"error": str(err)}
             record = {"metrics": metrics, "logs": logs, "writes": list(writes)}
+            (Path(root) / run["name"]).mkdir(exist_ok=True)  # a run stopped before training made no output dir
             (Path(root) / run["name"] / f"rank{rank}.json").write_text(json.dumps(record))
     finally:
         distributed.shutdown()
@@ -193,6 +203,8 @@ def runs(world):
         {**sft_run, "name": "sft_2"},
         {**pref_run, "name": "pref_2", "cache_dir": "cache_2", "checkpoint_dir": "ckpt_2"},
         {**pref_run, "name": "pref_2_resumed", "cache_dir": "cache_2", "checkpoint_dir": "ckpt_2"},
+        {**pref_run, "name": "pref_2_apart", "cache_dir": "cache_2", "checkpoint_dir": "ckpt_apart_{rank}",
+         "copy_checkpoints": "ckpt_2"},
     ]
     torch.multiprocessing.spawn(_rank, args=(2, _free_port(), str(root), ddp_runs), nprocs=2, join=True)
     ranks = {run["name"]: [json.loads((root / run["name"] / f"rank{r}.json").read_text()) for r in range(2)]
@@ -250,6 +262,17 @@ def test_every_rank_resumes_from_rank_0s_checkpoint(runs):
     a, b = _weights(runs.root / "pref_2"), _weights(runs.root / "pref_2_resumed")
     for key in a:
         assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_ranks_that_see_different_checkpoints_stop_instead_of_resuming_from_two_places(runs):
+    """Rank 0 finds the step-4 checkpoint, rank 1 (another node without the shared directory) none: both
+    stop before training with the same error naming what each rank saw, rather than diverging or hanging."""
+    apart = runs.ranks["pref_2_apart"]
+    for rank, record in enumerate(apart):  # each names its own directory, and what every rank saw
+        error = record["metrics"].get("error") or ""
+        assert f"the ranks see different newest checkpoints under {runs.root / f'ckpt_apart_{rank}'} " in error
+        assert "(rank: checkpoint {0: 'checkpoint-4', 1: None}); every rank must resume from the same one" in error
+    assert [r["logs"] for r in apart] == [[], []] and [r["writes"] for r in apart] == [[], []]
 
 
 # ------------------------------------------------------------------ the pipeline's torchrun launch path
