@@ -26,6 +26,7 @@ code file, so a served model renders prompts exactly as training did without thi
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -110,11 +111,16 @@ def to_messages(prompt: Any) -> list[dict[str, str]]:
 def render_plain(prompt: Any, eos_token: str) -> str:
     """``prompt`` rendered by :data:`PLAIN_CHAT_TEMPLATE` with the generation prompt, without a tokenizer:
     the tiny default's tokenizer is trained on these texts before it exists."""
+    return _plain_template().render(messages=to_messages(prompt), add_generation_prompt=True, eos_token=eos_token)
+
+
+@functools.lru_cache(maxsize=1)
+def _plain_template():
+    """:data:`PLAIN_CHAT_TEMPLATE` compiled once: compiling it per prompt was most of the tiny model's
+    corpus time (build_groups renders every prompt)."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment  # transformers' own template engine
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(PLAIN_CHAT_TEMPLATE).render(messages=to_messages(prompt), add_generation_prompt=True,
-                                                       eos_token=eos_token)
+    return ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(PLAIN_CHAT_TEMPLATE)
 
 
 class ChatFormat:
