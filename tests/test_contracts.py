@@ -703,6 +703,19 @@ def test_later_quarantine_passes_use_the_same_bounds_and_a_bound_is_met_at_equal
             "canonical_rows:expect_column_values_to_match_regex(response)") in str(exc.value)
 
 
+def test_quarantine_of_every_row_keeps_the_report_that_removed_them():
+    """min_keep_fraction = 0 and every response empty: the first pass removes every row, and an empty table
+    is not validated again, so the final report is the one that removed them (failing, naming the empty
+    responses), not a report on nothing."""
+    t = good_table()
+    for i in range(len(t)):
+        t = _set(t, i, "response", "")
+    out = enforce_contracts(t, on_invalid="quarantine", min_keep_fraction=0)
+    assert len(out.table) == 0 and len(out.quarantined) == len(t)
+    assert out.final_report is out.report and not out.final_report.success
+    assert "expect_column_value_lengths_to_be_between" in {o.expectation for o in out.final_report.failures}
+
+
 def test_quarantine_that_does_not_settle_in_its_passes_stops_with_the_report(monkeypatch):
     """With a single pass allowed, the group emptied by the first removal still fails: the run stops with
     that report (a contract violation), instead of training on it."""
