@@ -751,3 +751,59 @@ def test_group_counts_count_missing_values_as_values():
     assert gc["n_distinct_responses"].tolist() == [2, 3, 2]
     assert gc["n_splits"].tolist() == [2, 1, 1]
     assert gc["preferred_equals_dispreferred"].tolist() == [False, True, True]
+
+
+def test_group_counts_with_nullable_dtypes_and_a_missing_id_with_distinct_responses():
+    """Pandas' nullable dtypes, where a comparison with a missing value is missing (not False): a missing
+    response in a "string" column is not "the same" as the preferred one (p0: "a", missing, "b" -> no
+    repeat); a group whose "Float64" scores are all missing has no preference; the group without an id
+    whose responses differ ("d", "e") does not repeat its preferred response."""
+    t = pd.DataFrame({
+        "prompt_id": ["p0", "p0", "p0", "p1", "p1", None, None],
+        "prompt": ["x", "x", "x", "y", "y", "z", "z"],
+        "response": ["a", None, "b", "c", "c2", "d", "e"],
+        "score": [2.0, 1.0, 0.0, None, None, 1.0, 0.0],
+        "split": ["train"] * 7}).astype({"response": "string", "score": "Float64"})
+    gc = group_counts(t)
+    assert gc["prompt_id"].tolist()[:2] == ["p0", "p1"] and pd.isna(gc["prompt_id"].iloc[2])
+    assert gc["preferred_equals_dispreferred"].tolist() == [False, False, False]
+    assert gc["has_preference"].tolist() == [True, False, True]
+
+
+def test_prompt_text_splits_counts_a_missing_split_and_a_missing_prompt():
+    """Two ids share the prompt text "x", one in train, one with no split: 2 splits for both (a missing
+    split is a split of its own, as in n_splits). A group without prompt text still gets a count (1)."""
+    t = pd.DataFrame({
+        "prompt_id": ["p0", "p0", "p1", "p1", "p2", "p2"],
+        "prompt": ["x", "x", "x", "x", None, None],
+        "response": ["a", "b", "c", "d", "e", "f"],
+        "score": [1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+        "split": ["train", "train", None, None, "eval", "eval"]})
+    gc = group_counts(t).set_index("prompt_id")
+    assert gc["prompt_text_splits"].to_dict() == {"p0": 2, "p1": 2, "p2": 1}
+
+
+def test_group_suite_runs_on_a_table_of_exactly_the_group_columns():
+    """A table with only the columns group_counts reads: the row suite reports what is missing and the group
+    suite still runs (here it finds p1's single response)."""
+    t = _drop(good_table(), [4, 5])[list(runner.GROUP_INPUT_COLUMNS)]
+    report = validate_canonical(t)
+    assert "group_counts" in report.suites
+    assert ("expect_column_values_to_be_between", "n_responses") in failures(report)
+
+
+def test_row_checks_keep_the_tables_columns_and_number_rows_from_zero():
+    """row_checks adds is_near_duplicate and nothing else (no old index as a column), rows numbered 0..n-1
+    whatever the table's index."""
+    t = good_table()
+    t.index = range(100, 100 + len(t))
+    checks = row_checks(t)
+    assert list(checks.columns) == list(t.columns) + ["is_near_duplicate"]
+    assert list(checks.index) == list(range(len(t)))
+
+
+def test_validation_prints_no_progress_bars(capfd):
+    """An ephemeral context without GX's progress bars: a validation writes nothing to the terminal."""
+    validate_canonical(good_table())
+    captured = capfd.readouterr()
+    assert "Calculating Metrics" not in captured.err + captured.out
