@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 
-from hps_core.config.building import ConfigError, in_range, range_problems
+from hps_core.config.building import ConfigError, range_problems
 
 
 def check_config(cfg, source: str = "<dict>") -> None:
@@ -131,31 +130,8 @@ def check_config(cfg, source: str = "<dict>") -> None:
     problems = range_problems(cfg, source)
     if problems:
         raise ConfigError("; ".join(problems))
-    if problems := step_resource_problems(cfg.resources, source):
+    if problems := cfg.resources.step_problems(source):
         raise ConfigError("; ".join(problems))
-    if problems := gang_problems(cfg.resources, source):
-        raise ConfigError("; ".join(problems))
-
-
-def step_resource_problems(resources, source: str) -> list[str]:
-    """[resources.<step>] values outside the range of the shared [resources] key of the same name (checked
-    after the shared values, so a bad shared value is named as itself, not as every step that inherits it)."""
-    from hps_core.config.schema import RESOURCE_STEPS, STEP_RESOURCE_FIELDS, ResourcesConfig
-
-    spec = {f.name: f.metadata["range"] for f in dataclasses.fields(ResourcesConfig) if f.name in STEP_RESOURCE_FIELDS}
-    return [f"{source}: resources.{step}.{name} = {getattr(resources.of(step), name)!r} is out of range; it must be "
-            f"{spec[name]}" for step in RESOURCE_STEPS for name in STEP_RESOURCE_FIELDS
-            if not in_range(spec[name], getattr(resources.of(step), name))]
-
-
-
-def gang_problems(resources, source: str) -> list[str]:
-    """``nodes > 1`` on a step that cannot run as a multi-node gang (only the steps of GANG_STEPS do)."""
-    from hps_core.config.schema import GANG_STEPS, RESOURCE_STEPS
-
-    return [f"{source}: resources.{step}.nodes = {resources.of(step).nodes}, but only "
-            f"{', '.join(GANG_STEPS)} can run on several nodes; {step} runs on one (set nodes = 1 or leave it out)"
-            for step in RESOURCE_STEPS if step not in GANG_STEPS and resources.of(step).nodes != 1]
 
 
 def strategy_problem(cfg, source: str) -> str:

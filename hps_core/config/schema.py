@@ -8,11 +8,11 @@ a config must never be silently ignored (``epoch = 3`` instead of ``epochs = 3``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 
-from hps_core.config.building import ConfigRoot, ranged
+from hps_core.config.building import ConfigRoot, in_range, ranged
 from hps_core.config.vocab import REFERENCE_GAMMA_STAGES
 
 
@@ -302,6 +302,18 @@ class ResourcesConfig:
         if step not in RESOURCE_STEPS:
             raise ValueError(f"no [resources.{step}]; the steps with their own resources are {', '.join(RESOURCE_STEPS)}")
         return getattr(self, step)
+
+    def step_problems(self, source: str) -> list[str]:
+        """What is wrong with the [resources.<step>] tables: a value outside the range of the shared key of the
+        same name (checked after the shared values, so a bad shared value is named as itself, not as every
+        step that inherits it), or ``nodes > 1`` on a step that cannot run as a multi-node gang."""
+        spec = {f.name: f.metadata["range"] for f in fields(ResourcesConfig) if f.name in STEP_RESOURCE_FIELDS}
+        out = [f"{source}: resources.{step}.{name} = {getattr(self.of(step), name)!r} is out of range; it must be "
+               f"{spec[name]}" for step in RESOURCE_STEPS for name in STEP_RESOURCE_FIELDS
+               if not in_range(spec[name], getattr(self.of(step), name))]
+        return out + [f"{source}: resources.{step}.nodes = {self.of(step).nodes}, but only {', '.join(GANG_STEPS)} can "
+                      f"run on several nodes; {step} runs on one (set nodes = 1 or leave it out)"
+                      for step in RESOURCE_STEPS if step not in GANG_STEPS and self.of(step).nodes != 1]
 
     def threads_of(self, step: str) -> int:
         """CPU threads of a step: its own ``cpu`` for a step with resources, the shared ``cpu`` for the rest."""
