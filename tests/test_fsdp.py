@@ -203,7 +203,8 @@ def test_checkpoint_is_sharded_and_consolidates_to_the_single_process_checkpoint
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
     from transformers import AutoModelForCausalLM
 
-    from hps_core.train.checkpoint import consolidate_checkpoint, latest_checkpoint
+    from hps_core.train.checkpoint import latest_checkpoint
+    from hps_core.train.sharded_checkpoint import consolidate_checkpoint
 
     ckpt = runs.root / "ckpt_f" / "checkpoint-4"
     files = {p.name for p in ckpt.iterdir()}

@@ -19,7 +19,7 @@ layers: the embeddings, the final norm and the LM head. That matters twice:
 
 The final model is consolidated (:func:`full_model_state`): every rank takes part in the gather, rank 0
 writes the usual Hugging Face directory. In-training checkpoints are sharded instead
-(``hps_core.train.checkpoint.save_sharded_checkpoint``, ``torch.distributed.checkpoint``): each rank writes
+(``hps_core.train.sharded_checkpoint``, ``torch.distributed.checkpoint``): each rank writes
 its own shards of the weights and AdamW moments, so rank 0 never holds the whole state; such a checkpoint
 resumes with any number of processes, under either strategy, and ``consolidate_checkpoint`` turns it
 into a Hugging Face directory. A consolidated checkpoint (one process, DDP) resumes under FSDP through

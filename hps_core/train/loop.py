@@ -27,7 +27,7 @@ same ``checkpoint-<step>`` directory, which resumes with any number of processes
 
 Checkpoints are ``checkpoint-<step>`` directories, the newest ``save_total_limit`` kept, each loadable with
 ``from_pretrained`` (or, for LoRA, ``PeftModel.from_pretrained``) as well as resumable; an FSDP run's
-sharded ones load after ``checkpoint.consolidate_checkpoint``; see ``hps_core.train.checkpoint``.
+sharded ones load after ``sharded_checkpoint.consolidate_checkpoint``; see ``hps_core.train.checkpoint``.
 """
 
 from __future__ import annotations
@@ -54,11 +54,10 @@ from hps_core.train.checkpoint import (
     is_sharded_checkpoint,
     latest_checkpoint,
     load_model_state,
-    load_sharded_checkpoint,
     load_trainer_state,
     save_checkpoint,
-    save_sharded_checkpoint,
 )
+from hps_core.train.sharded_checkpoint import load_sharded_checkpoint, save_sharded_checkpoint
 from hps_core.train.model_setup import autocast_for
 
 # loss_fn(model, micro_batch) -> (loss summed over examples, n examples, metric sums, n tokens)
