@@ -213,7 +213,10 @@ def test_gradient_accumulation_equals_one_large_batch(world, tmp_path):
     """batch 8 x accum 1 and batch 2 x accum 4 plan the same 8 examples per optimizer step (19 prompts:
     steps of 8, 8, 3; the accumulated run cuts them 2+2+2+2, 2+2+2+2, 2+1). Each micro-batch loss is a
     sum divided by the step's example count, so the gradients - and after 3 AdamW steps the weights -
-    agree up to float summation order."""
+    agree up to float summation order. AdamW divides each element's update by its gradient's running RMS,
+    so an element whose gradient is at float-noise level (an embedding row of a token barely seen) moves by
+    a noise-set amount, up to ~lr: measured on the CI box, 1 of 32,768 embedding entries differs by 3.2e-5,
+    every other weight by < 2e-6. Hence: all within 1e-4, and at most 1 in 10,000 entries beyond 1e-5."""
     _, logs_a, out_a = _run(world, tmp_path, _cfg(batch_size=8, grad_accum_steps=1), name="a")
     _, logs_b, out_b = _run(world, tmp_path, _cfg(batch_size=2, grad_accum_steps=4), name="b")
     assert len(_step_logs(logs_a)) == len(_step_logs(logs_b)) == 3
@@ -221,7 +224,8 @@ def test_gradient_accumulation_equals_one_large_batch(world, tmp_path):
         assert_close(mb["loss"], ma["loss"], rtol=1e-5, atol=1e-6)
     a, b = _weights(out_a), _weights(out_b)
     for key in a:
-        assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+        assert_close(b[key], a[key], rtol=0, atol=1e-4, msg=key)
+        assert int(((b[key] - a[key]).abs() > 1e-5).sum()) <= max(1, a[key].numel() // 10_000), key
 
 
 def test_pl_on_two_responses_equals_bt_dpo_through_the_trainer(world, tmp_path):
