@@ -807,3 +807,22 @@ def test_validation_prints_no_progress_bars(capfd):
     validate_canonical(good_table())
     captured = capfd.readouterr()
     assert "Calculating Metrics" not in captured.err + captured.out
+
+
+def test_validate_table_keeps_examples_only_unless_asked_for_every_failing_row():
+    """By default a report keeps counts and a few examples (failing_keys None); complete=True keeps every key."""
+    t = _set(good_table(), 1, "response", "")
+    assert all(o.failing_keys is None for o in validate_table(t, "canonical_rows").outcomes)
+    complete = validate_table(t.assign(row=range(len(t))), "canonical_rows", complete=True)
+    assert [o.failing_keys for o in complete.failures if o.column == "response"] == [[1], [1]]
+
+
+def test_normalised_text_is_a_string_column_with_missing_values_kept():
+    out = normalised_text(pd.Series(["  A\tb ", None, "a b"], index=[5, 6, 7]))
+    assert out.dtype == "string" and list(out.index) == [5, 6, 7]
+    assert out.iloc[0] == out.iloc[2] == "a b" and pd.isna(out.iloc[1])
+
+
+def test_an_expectation_that_raised_without_a_message_is_still_an_error():
+    assert runner._exception_message({"raised_exception": True, "exception_message": None}) is not None
+    assert runner._exception_message({"raised_exception": False, "exception_message": None}) is None
