@@ -826,3 +826,15 @@ def test_normalised_text_is_a_string_column_with_missing_values_kept():
 def test_an_expectation_that_raised_without_a_message_is_still_an_error():
     assert runner._exception_message({"raised_exception": True, "exception_message": None}) is not None
     assert runner._exception_message({"raised_exception": False, "exception_message": None}) is None
+
+
+def test_a_report_asks_gx_for_a_summary_with_at_most_five_examples():
+    """Without complete=True GX is asked for a summary: no list of every failing row (a large table can fail
+    on many rows) and at most MAX_EXAMPLES examples, which is all a report shows."""
+    t = good_table()
+    for i in range(7):  # 7 failing rows, more than the 5 examples
+        t = _set(t, i, "response", "")
+    report = validate_table(t, "canonical_rows")
+    failed = [r.result for r in report.gx_results[0].results if not r.success and r.result.get("unexpected_count")]
+    assert failed and all("unexpected_index_list" not in r for r in failed)
+    assert max(len(r["partial_unexpected_list"]) for r in failed) == runner.MAX_EXAMPLES == 5
