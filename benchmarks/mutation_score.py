@@ -1,6 +1,6 @@
 """The mutation score per module of the last `mutmut run` (configured in pyproject.toml, [tool.mutmut]).
 
-    mutmut run                                # hours on 2 cores for the whole core; resumable (Ctrl-C, run again)
+    mutmut run                                # ~100 min on 2 cores for the whole core; resumable (Ctrl-C, run again)
     python benchmarks/mutation_score.py       # a Markdown table per module, then the unexplained survivors
     python benchmarks/mutation_score.py --survivors-only
 
