@@ -3,21 +3,18 @@
 The only package of the project that imports great_expectations (lazily, on first validation).
 """
 
+from data_contracts.canonical import validate_canonical
+from data_contracts.checks import group_counts, normalised_text, pair_checks, row_checks
 from data_contracts.docs import render_data_docs
 from data_contracts.outcome import POLICIES, ContractOutcome, QuarantineLimitExceeded, enforce_contracts
 from data_contracts.runner import (
     ContractReport,
     ContractViolation,
     ExpectationOutcome,
-    group_counts,
     load_suite,
-    normalised_text,
-    pair_checks,
     require_valid,
-    row_checks,
     suite_defaults,
     suite_version,
-    validate_canonical,
     validate_pairwise,
     validate_table,
 )

@@ -1,8 +1,9 @@
 """What happens when the contracts fail (issue 4.3): stop (``on_invalid = "fail"``) or quarantine.
 
 Quarantine removes the rows and groups GX names as failing, validates what remains again (removing a
-row can leave its group too small, which the next pass catches), and accepts the result only if at
-least ``min_keep_fraction`` of the rows remain. Every removed row is kept, with the expectations it broke,
+row can leave its group too small, which the next pass catches: the group suite alone until the groups
+hold, then the whole contract once more), and accepts the result only if at least ``min_keep_fraction``
+of the rows remain. Every removed row is kept, with the expectations it broke,
 in a quarantine table the caller writes next to the run (nothing is silently dropped).
 """
 
@@ -14,10 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data_contracts.runner import ContractReport, ContractViolation, validate_canonical
+from data_contracts.canonical import validate_canonical, validate_groups
+from data_contracts.runner import ContractReport, ContractViolation
 
 POLICIES = ("fail", "quarantine")
 MAX_PASSES = 3  # pass 1: rows and groups; pass 2: groups emptied by pass 1; pass 3 should find nothing
+GROUP_BOUNDS = ("min_responses_per_group",)  # validate_canonical's bounds that the group suite takes
 
 
 class QuarantineLimitExceeded(ContractViolation):
@@ -70,8 +73,15 @@ def enforce_contracts(table: pd.DataFrame, *, on_invalid: str = "fail", min_keep
         bad = reasons.notna().to_numpy()
         removed.append(kept[bad].assign(quarantine_reason=reasons[bad].astype("string")))
         kept = kept[~bad].reset_index(drop=True)
-        report = validate_canonical(kept, complete=True, **bounds) if len(kept) else report
-        if report.success or not len(kept):
+        if not len(kept):
+            break
+        # Every kept row passed every row expectation, and still does without the removed rows (they are
+        # checked row by row, and uniqueness holds in a subset): removal can break only groups. Check them
+        # alone (cheap) until they hold; then the whole contract once more, the report of what is kept.
+        report = validate_groups(kept, complete=True, **{k: bounds[k] for k in GROUP_BOUNDS if k in bounds})
+        if report.success:
+            report = validate_canonical(kept, complete=True, **bounds)
+        if report.success:
             break
     quarantined = pd.concat(removed, ignore_index=True)
     if len(kept) and not report.success:  # still failing after MAX_PASSES: not a quarantinable problem
@@ -84,23 +94,23 @@ def enforce_contracts(table: pd.DataFrame, *, on_invalid: str = "fail", min_keep
 
 
 def _failing_rows(report: ContractReport, table: pd.DataFrame) -> pd.Series | None:
-    """Per row of ``table``: "; "-joined names of the expectations it (or its group) broke, else NA."""
-    reasons = pd.Series([None] * len(table), dtype="object")
-    prompt_pos = pd.Series(np.arange(len(table))).groupby(table["prompt_id"].to_numpy()).agg(list) \
-        if "prompt_id" in table.columns else pd.Series(dtype=object)
+    """Per row of ``table``: "; "-joined names of the expectations it (or its group) broke, else None."""
+    reasons = np.full(len(table), None, dtype=object)
     for o in report.failures:
         if o.failing_keys is None or o.error:
             return None
         name = f"{o.suite}:{o.expectation}({_col(o.column)})"
-        if o.suite == "group_counts":
-            positions = [p for pid in o.failing_keys for p in prompt_pos.get(pid, [])]
+        if o.suite == "group_counts":  # failing prompt ids: every row of those groups
+            keys = [k for k in o.failing_keys if k is not None and not pd.isna(k)]
+            in_group = table["prompt_id"].isin(keys).to_numpy(dtype=bool) if keys and "prompt_id" in table else []
+            positions = np.flatnonzero(in_group)
         else:
             positions = [int(k) for k in o.failing_keys if k is not None]
         for p in positions:
-            reasons.iat[p] = name if reasons.iat[p] is None else f"{reasons.iat[p]}; {name}"
-    if reasons.isna().all():
+            reasons[p] = name if reasons[p] is None else f"{reasons[p]}; {name}"
+    if all(r is None for r in reasons):
         return None
-    return reasons
+    return pd.Series(reasons, dtype="object")
 
 
 def _col(column: Any) -> str:

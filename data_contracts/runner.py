@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from data_contracts.checks import pair_checks
+
 if TYPE_CHECKING:  # pragma: no cover
     from great_expectations.core import ExpectationSuite
 
@@ -28,7 +30,6 @@ SUITES_DIR = Path(__file__).parent / "suites"
 ROW_INDEX_COLUMNS = ("origin", "prompt_id", "response_id")
 ROW_KEY = "row"
 MAX_EXAMPLES = 5
-GROUP_INPUT_COLUMNS = ("prompt_id", "prompt", "response", "score", "split")  # what group_counts reads
 
 
 # --------------------------------------------------------------------------- report types
@@ -131,11 +132,22 @@ def load_suite(name: str) -> ExpectationSuite:
     gx = _gx()
     raw = json.loads(json.dumps(_suite_json(name)))  # deep copy: GX mutates meta
     suite = gx.core.ExpectationSuite(**raw)
+    for position, expectation in enumerate(suite.expectations):  # GX orders results by column: name each
+        expectation.id = expectation_id(position)  # by its place in the suite (data_contracts.shards)
     # GX logs and *drops* an invalid expectation instead of raising: never validate a partial suite.
     if len(suite.expectations) != len(raw["expectations"]):
         raise ValueError(f"suite {name!r}: {len(raw['expectations']) - len(suite.expectations)} "
                          "expectation(s) could not be built; check the JSON")
     return suite
+
+
+def expectation_id(position: int) -> str:
+    """The id (a UUID-shaped string, as GX wants) of the suite's expectation at ``position``."""
+    return f"00000000-0000-0000-0000-{position:012d}"
+
+
+def expectation_position(expectation_id: str) -> int:
+    return int(expectation_id.rsplit("-", 1)[1])
 
 
 # --------------------------------------------------------------------------- validation
@@ -145,12 +157,26 @@ def validate_table(df: pd.DataFrame, suite_name: str, parameters: dict[str, Any]
 
     ``complete`` asks GX for every failing row (needed to quarantine them), not just a few examples.
     """
-    suite = load_suite(suite_name)
-    unknown = set(parameters or {}) - set(suite.suite_parameter_options)
+    params = suite_parameters(suite_name, parameters)
+    result = run_suite(df, suite_name, params, complete=complete)
+    return suite_report(suite_name, result, params, failing_key(df, complete))
+
+
+def suite_parameters(suite_name: str, parameters: dict[str, Any] | None) -> dict[str, Any]:
+    """The suite's defaults overridden by ``parameters``; an unknown name is an error that lists the known."""
+    options = load_suite(suite_name).suite_parameter_options
+    unknown = set(parameters or {}) - set(options)
     if unknown:
-        raise ValueError(f"suite {suite_name!r} has no parameter(s) {sorted(unknown)}; "
-                         f"it takes {list(suite.suite_parameter_options)}")
-    params = {**suite_defaults(suite_name), **(parameters or {})}
+        raise ValueError(f"suite {suite_name!r} has no parameter(s) {sorted(unknown)}; it takes {list(options)}")
+    return {**suite_defaults(suite_name), **(parameters or {})}
+
+
+def run_suite(df: pd.DataFrame, suite_name: str, params: dict[str, Any], *, complete: bool = False,
+              only: list[int] | None = None) -> Any:
+    """GX's suite result for `df` (``only``: the positions of the suite's expectations to run, else all)."""
+    suite = load_suite(suite_name)
+    if only is not None:
+        suite.expectations = [suite.expectations[i] for i in only]
     batch = (_ephemeral_context().data_sources.add_pandas(f"{suite_name}_source")
              .add_dataframe_asset(suite_name)
              .add_batch_definition_whole_dataframe("whole_table")
@@ -162,50 +188,25 @@ def validate_table(df: pd.DataFrame, suite_name: str, parameters: dict[str, Any]
                                      "partial_unexpected_count": MAX_EXAMPLES}
     if index_cols:
         result_format["unexpected_index_column_names"] = index_cols
-    result = batch.validate(suite, expectation_parameters=params, result_format=result_format)
-    key = ROW_KEY if ROW_KEY in index_cols else "prompt_id"
-    outcomes = [_outcome(suite_name, r, key if complete else None) for r in result.results]
+    return batch.validate(suite, expectation_parameters=params, result_format=result_format)
+
+
+def failing_key(df: pd.DataFrame, complete: bool) -> str | None:
+    """What names a failing row in a complete report: its ROW_KEY when the table has one (the row suite),
+    else its prompt id (the group suite); None when only examples were asked for."""
+    if not complete:
+        return None
+    return ROW_KEY if ROW_KEY in df.columns else "prompt_id"
+
+
+def suite_report(suite_name: str, result: Any, params: dict[str, Any], key: str | None) -> ContractReport:
+    """Our report of one GX suite result (``key``: see :func:`failing_key`)."""
+    outcomes = [_outcome(suite_name, r, key) for r in result.results]
     return ContractReport(success=bool(result.success), suites={suite_name: suite_version(suite_name)},
                           outcomes=outcomes, parameters=params, gx_results=[result])
 
 
-def validate_canonical(table: pd.DataFrame, *, min_prompt_chars: int = 1, max_prompt_chars: int = 4096,
-                       min_response_chars: int = 1, max_response_chars: int = 8192,
-                       duplicate_rate_max: float = 0.05, min_responses_per_group: int = 2,
-                       complete: bool = False) -> ContractReport:
-    """Run `canonical_rows` on the table (plus :func:`row_checks`), then `group_counts` on its per-prompt
-    counts; one report. ``complete``: keep every failing row / group (for quarantine)."""
-    checks = row_checks(table)
-    if complete:
-        checks[ROW_KEY] = np.arange(len(checks))
-    rows = validate_table(checks, "canonical_rows", {
-        "min_prompt_chars": min_prompt_chars, "max_prompt_chars": max_prompt_chars,
-        "min_response_chars": min_response_chars, "max_response_chars": max_response_chars,
-        "duplicate_rate_max": duplicate_rate_max}, complete=complete)
-    for o in rows.outcomes:  # an aggregate bound fails on the table; the rows to blame are the repeats
-        if not o.success and o.column == "is_near_duplicate" and "is_near_duplicate" in checks:
-            _blame_repeats(o, checks, complete)
-    if not set(GROUP_INPUT_COLUMNS) <= set(table.columns):
-        return rows  # the row suite already names the missing columns
-    groups = validate_table(group_counts(table), "group_counts",
-                            {"min_responses_per_group": min_responses_per_group}, complete=complete)
-    return ContractReport(success=rows.success and groups.success,
-                          suites={**rows.suites, **groups.suites},
-                          outcomes=rows.outcomes + groups.outcomes,
-                          parameters={**rows.parameters, **groups.parameters},
-                          gx_results=rows.gx_results + groups.gx_results)
-
-
 PAIR_SUITES = {False: "pairwise_labels", True: "gold_pairs"}
-
-
-def pair_checks(table: pd.DataFrame) -> pd.DataFrame:
-    """A pairwise table plus ``responses_identical``: its two responses have the same normalised text."""
-    out = table.reset_index(drop=True)
-    if {"response_a", "response_b"} <= set(out.columns):
-        same = normalised_text(out["response_a"]) == normalised_text(out["response_b"])
-        out = out.assign(responses_identical=same.fillna(False).astype(bool))
-    return out
 
 
 def validate_pairwise(table: pd.DataFrame, *, gold: bool = False, max_prompt_chars: int = 4096,
@@ -214,80 +215,6 @@ def validate_pairwise(table: pd.DataFrame, *, gold: bool = False, max_prompt_cha
     ``gold=True``, `gold_pairs` (a gold label per pair) on a table from hps_core.routing.multipref."""
     return validate_table(pair_checks(table), PAIR_SUITES[gold], {
         "max_prompt_chars": max_prompt_chars, "max_response_chars": max_response_chars})
-
-
-def _blame_repeats(o: ExpectationOutcome, checks: pd.DataFrame, complete: bool) -> None:
-    """Name the repeated rows behind a failed duplicate-rate bound, like a row expectation would."""
-    rows = np.flatnonzero(checks["is_near_duplicate"].to_numpy() == 1)
-    o.unexpected_count = int(len(rows))
-    o.element_count = int(len(checks))
-    index_cols = [c for c in ROW_INDEX_COLUMNS if c in checks.columns]
-    o.unexpected_examples = _jsonable(checks.iloc[rows[:MAX_EXAMPLES]][index_cols].to_dict("records"))
-    if complete:
-        o.failing_keys = rows.tolist()
-
-
-def normalised_text(s: pd.Series) -> pd.Series:
-    """Case- and whitespace-insensitive form of a text column (what counts as "the same text")."""
-    # Each distinct text once (prompts repeat once per response); lower() runs in Arrow, casefold() would not.
-    codes, uniques = pd.factorize(s.astype("string"), use_na_sentinel=True)
-    norm = pd.Series(uniques, dtype="string").str.lower().str.replace(r"\s+", " ", regex=True).str.strip()
-    out = pd.Series(pd.array([pd.NA] * len(s), dtype="string"), index=s.index)
-    valid = codes >= 0
-    out[valid] = norm.to_numpy()[codes[valid]]
-    return out
-
-
-def row_checks(table: pd.DataFrame) -> pd.DataFrame:
-    """The table plus derived flat columns the row suite checks (a shallow frame: with pandas'
-    copy-on-write the table's columns are shared, not copied).
-
-    ``is_near_duplicate`` (0/1): the normalised (prompt, response) text repeats an earlier row's.
-    """
-    out = table.reset_index(drop=True)
-    if {"prompt", "response"} <= set(out.columns):
-        key = pd.DataFrame({"p": pd.factorize(normalised_text(out["prompt"]))[0],
-                            "r": pd.factorize(normalised_text(out["response"]))[0]})
-        out = out.assign(is_near_duplicate=key.duplicated(keep="first").astype("int8"))
-    return out
-
-
-def group_counts(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per prompt_id: n_responses, n_distinct_responses, n_splits, preferred_equals_dispreferred,
-    has_preference, prompt_text_splits (and origin, the first raw record of the group, when known).
-
-    The preferred response is the best-scored one (ties: first row; null scores rank last). It "equals
-    a dispreferred" when another response of the group has the same whitespace-normalised text. A group
-    "has a preference" when its scores are not all equal. ``prompt_text_splits`` counts the splits in
-    which the group's normalised prompt text occurs (leakage that distinct prompt ids hide).
-    """
-    cols = list(GROUP_INPUT_COLUMNS) + (["origin"] if "origin" in table.columns else [])
-    t = table.loc[:, cols].reset_index(drop=True)
-    g = t.groupby("prompt_id", sort=True, dropna=False)
-    out = pd.DataFrame({"n_responses": g.size(),
-                        "n_distinct_responses": g["response"].nunique(dropna=False),
-                        "n_splits": g["split"].nunique(dropna=False)})
-    norm = t["response"].str.replace(r"\s+", " ", regex=True).str.strip()
-    best = (t.assign(_norm=norm)
-            .sort_values(["prompt_id", "score"], ascending=[True, False], na_position="last",
-                         kind="stable")
-            .drop_duplicates("prompt_id", keep="first")
-            .set_index("prompt_id")["_norm"])
-    same_as_best = (norm == t["prompt_id"].map(best)).fillna(False).astype(bool)
-    out["preferred_equals_dispreferred"] = same_as_best.groupby(t["prompt_id"], dropna=False).sum() > 1
-    # A single-response group already fails n_responses; do not report it twice.
-    out["has_preference"] = ((g["score"].max() > g["score"].min()) | (out["n_responses"] < 2)).fillna(False)
-    # Each group counts with its first row's split, so a prompt id split in two (n_splits) is not
-    # reported again here: this catches distinct prompt ids whose texts are the same.
-    first = g[["prompt", "split"]].first()
-    text = normalised_text(first["prompt"].astype("string"))
-    out["prompt_text_splits"] = text.map(first["split"].groupby(text, dropna=False).nunique(dropna=False))
-    if "origin" in t.columns:
-        out["origin"] = g["origin"].first()
-    out = out.reset_index()
-    return out.astype({"n_responses": "int64", "n_distinct_responses": "int64", "n_splits": "int64",
-                       "preferred_equals_dispreferred": "bool", "has_preference": "bool",
-                       "prompt_text_splits": "int64"})
 
 
 # --------------------------------------------------------------------------- helpers

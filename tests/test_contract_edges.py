@@ -51,7 +51,7 @@ SUITE_INPUT = {"canonical_rows": row_checks, "group_counts": group_counts, "pair
                "gold_pairs": pair_checks}
 GROUP_KEYED = {"group_counts"}  # its rows are prompt ids; the others' are table rows
 
-# Text normalisation ("the same text up to case and whitespace": data_contracts.runner.normalised_text).
+# Text normalisation ("the same text up to case and whitespace": data_contracts.checks.normalised_text).
 # Each variant keeps the text "the same"; WHITESPACE_VARIANTS leave the case alone (group_counts compares
 # the preferred response with the others up to whitespace only).
 WHITESPACE_VARIANTS: dict[str, Callable[[str], str]] = {
@@ -501,7 +501,7 @@ def test_duplicate_rate_counts_every_case_and_whitespace_variant_as_a_repeat():
 def test_normalised_text_is_case_and_whitespace_blind_only(variant):
     """The normalisation every suite relies on (near duplicates, prompt leakage, identical pair responses):
     a variant is the same text, one changed character is not."""
-    from data_contracts.runner import normalised_text
+    from data_contracts.checks import normalised_text
 
     text = "What is the capital of France?"
     out = normalised_text(pd.Series([text, VARIANTS[variant](text), text.replace("France", "Spain")]))

@@ -30,7 +30,7 @@ from data_contracts import (
     validate_table,
 )
 from data_contracts import outcome as contract_outcome
-from data_contracts import runner
+from data_contracts import canonical, checks, runner
 from data_contracts.runner import SUITES_DIR
 
 GROUPS = {
@@ -222,7 +222,7 @@ def test_suite_defaults_match_validate_canonical_defaults():
     import inspect
 
     sig = inspect.signature(validate_canonical).parameters
-    assert set(suite_defaults("canonical_rows")) | set(suite_defaults("group_counts")) == set(sig) - {"table", "complete"}
+    assert set(suite_defaults("canonical_rows")) | set(suite_defaults("group_counts")) == set(sig) - {"table", "complete", "shard_rows"}
     for name in ("canonical_rows", "group_counts"):
         for param, value in suite_defaults(name).items():
             assert sig[param].default == value
@@ -309,6 +309,21 @@ def test_quarantine_second_pass_removes_groups_emptied_by_the_first():
     assert reasons["p1-r2"] == ("canonical_rows:expect_column_values_to_match_regex(response); "
                                 "canonical_rows:expect_column_mean_to_be_between(is_near_duplicate)")
     assert reasons["p1-r0"] == "group_counts:expect_column_values_to_be_between(n_responses)"
+
+
+def test_quarantine_rechecks_groups_alone_then_the_whole_contract_once(monkeypatch):
+    """The table of the test above: the whole contract runs on the table read (fails: rows 4, 5), the group
+    suite alone on the 7 rows left (fails: p1 has one response), again on the 6 left (holds), then the whole
+    contract once on those 6 (holds): 2 whole runs and 2 group runs, not 3 whole runs."""
+    calls = []
+    for name in ("validate_canonical", "validate_groups"):
+        real = getattr(contract_outcome, name)
+        monkeypatch.setattr(contract_outcome, name,
+                            lambda t, *a, _real=real, _name=name, **k: calls.append((_name, len(t))) or _real(t, *a, **k))
+    enforce_contracts(_set(_set(good_table(), 4, "response", ""), 5, "response", "\t"),
+                      on_invalid="quarantine", min_keep_fraction=0.5)
+    assert calls == [("validate_canonical", 9), ("validate_groups", 7), ("validate_groups", 6),
+                     ("validate_canonical", 6)]
 
 
 def test_quarantine_cannot_fix_a_missing_column():
@@ -530,12 +545,12 @@ def test_blamed_repeats_are_named_like_failing_rows():
     checks = pd.DataFrame({"is_near_duplicate": [0, 1, 0, 1, 1, 1, 1, 1], "prompt_id": list("abcdefgh"),
                            "response_id": [f"r{i}" for i in range(8)], "row": range(8)})
     o = ExpectationOutcome("canonical_rows", "expect_column_mean_to_be_between", "is_near_duplicate", False)
-    runner._blame_repeats(o, checks, complete=True)
+    canonical._blame_repeats(o, checks, complete=True)
     assert (o.unexpected_count, o.element_count, o.failing_keys) == (6, 8, [1, 3, 4, 5, 6, 7])
     assert o.unexpected_examples == [{"prompt_id": p, "response_id": f"r{i}"} for i, p in
                                      [(1, "b"), (3, "d"), (4, "e"), (5, "f"), (6, "g")]]
     summary = ExpectationOutcome("canonical_rows", "x", "is_near_duplicate", False)
-    runner._blame_repeats(summary, checks, complete=False)
+    canonical._blame_repeats(summary, checks, complete=False)
     assert summary.failing_keys is None and summary.unexpected_count == 6
 
 
@@ -786,7 +801,7 @@ def test_prompt_text_splits_counts_a_missing_split_and_a_missing_prompt():
 def test_group_suite_runs_on_a_table_of_exactly_the_group_columns():
     """A table with only the columns group_counts reads: the row suite reports what is missing and the group
     suite still runs (here it finds p1's single response)."""
-    t = _drop(good_table(), [4, 5])[list(runner.GROUP_INPUT_COLUMNS)]
+    t = _drop(good_table(), [4, 5])[list(checks.GROUP_INPUT_COLUMNS)]
     report = validate_canonical(t)
     assert "group_counts" in report.suites
     assert ("expect_column_values_to_be_between", "n_responses") in failures(report)
