@@ -81,11 +81,13 @@ def test_a_step_that_never_imports_torch_does_not_import_it_and_one_that_does_ge
         "print('torch' in sys.modules)\n"
         "import torch\n"
         "print(torch.get_num_threads())\n"
+        "import importlib.resources\n"  # torch keeps its own loader (resource readers and all)
+        "print(type(torch.__loader__).__name__, importlib.resources.files('torch').joinpath('__init__.py').is_file())\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "HPS_CPU_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["False", "1"]
+    assert out.stdout.split() == ["False", "1", "SourceFileLoader", "True"]
     bad = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "HPS_CPU_THREADS": "two"},
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "HPS_CPU_THREADS='two'" in bad.stderr

@@ -56,9 +56,14 @@ def configure_torch_threads(cpu_request: int) -> int:
     import torch
 
     threads = step_threads(cpu_request)
-    if threads is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    if threads is not None:
+        _set_threads(torch, threads)
     return torch.get_num_threads()
+
+
+def _set_threads(torch, threads: int) -> None:
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def configure_torch_threads_when_imported(cpu_request: int) -> int | None:
@@ -88,16 +93,14 @@ class _SetThreadsOnTorchImport(importlib.abc.MetaPathFinder):
         spec = importlib.util.find_spec("torch")
         if spec is None or spec.loader is None:
             return spec
+        # Wrap exec_module on torch's own loader (not a stand-in loader): the module keeps a __loader__
+        # with every method its loader has (resource readers, get_data, ...).
         loader, threads = spec.loader, self.threads
+        run_module = loader.exec_module
 
-        class _Loader(importlib.abc.Loader):
-            def create_module(self, spec):
-                return loader.create_module(spec)
+        def exec_module(module):
+            run_module(module)
+            _set_threads(module, threads)
 
-            def exec_module(self, module):
-                loader.exec_module(module)
-                if module.get_num_threads() != threads:
-                    module.set_num_threads(threads)
-
-        spec.loader = _Loader()
+        loader.exec_module = exec_module
         return spec
