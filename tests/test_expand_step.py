@@ -90,10 +90,13 @@ def test_reward_model_trains_only_on_its_own_prompts():
     assert reward_model_split(groups[groups["split"] != "reward"]) == "train"  # reward_fraction = 0: as before
 
 
-def test_k_zero_hands_the_groups_on_untouched(tmp_path):
+def test_k_zero_is_not_the_recipes_to_expand(tmp_path):
+    """k = 0 passes through in the flow's step (tests/test_flow_run.py's default run); the recipe refuses it
+    rather than keep a second copy of the pass-through."""
     ctx = pipeline.StepContext(_config(tmp_path / "unused.jsonl", k=0), tmp_path / "run")
     groups = {"groups": "g", "negatives": "n", "groups_digest": "d"}
-    assert pipeline.expand(ctx, "canonical", groups, "sft", "rm") == {**groups, "expanded": False}
+    with pytest.raises(ValueError, match="k = 0 means no expansion"):
+        pipeline.expand(ctx, "canonical", groups, "sft", "rm")
     assert not (tmp_path / "run" / "expansion").exists()
 
 

@@ -212,9 +212,11 @@ def expand(ctx: StepContext, canonical: Ref, groups: dict[str, Any], sft_model: 
     """``expand.k > 0``: each training prompt's group grows to ``k`` responses sampled from the SFT model (the
     policy's starting point and reference), every response in it scored by the flow's reward model (one
     scale); the expanded table passes the data contracts like any input, and groups and negatives are built
-    again from it. ``expand.k = 0``: ``groups`` (build_groups' result) passes through unchanged."""
+    again from it. With ``expand.k = 0`` the flow's expand step passes the groups through without calling
+    this (nor building a step context), so that is the one place the pass-through lives."""
     if ctx.cfg.expand.k == 0:
-        return {**groups, "expanded": False}
+        raise ValueError("expand() grows groups to [expand] k responses; k = 0 means no expansion: pass "
+                         "build_groups' result on as it is (flows/hps_flow.py's expand step does)")
     from hps_core.data import table_digest
     from hps_core.data.validation import card_markdown
     from hps_core.recipes.expansion import expand_training_prompts
