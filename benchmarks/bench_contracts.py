@@ -44,25 +44,26 @@ def synthetic_table(n_rows: int, k: int, seed: int = 0) -> pd.DataFrame:
     })
 
 
-def peak_rss_mb() -> float:
-    """The process's peak resident set size (VmHWM, which reset_peak_rss resets; else ru_maxrss)."""
+def _proc_status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (Linux) in MB, None where there is none."""
     try:
         for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+    return None
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set size (VmHWM, which reset_peak_rss resets; else ru_maxrss)."""
+    peak = _proc_status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rss_mb() -> float:
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return peak_rss_mb()
+    now = _proc_status_mb("VmRSS")
+    return now if now is not None else peak_rss_mb()
 
 
 def reset_peak_rss() -> bool:
