@@ -270,11 +270,16 @@ def _where_first(example: dict[str, Any]) -> dict[str, Any]:
     return {k: example[k] for k in keys if k != ROW_KEY}
 
 
+def exception_infos(info: Any) -> list[dict[str, Any]]:
+    """GX's exception_info as a list: it is one {raised_exception, exception_message} dict, or one per metric."""
+    if not isinstance(info, dict) or not info:
+        return []
+    return [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+
+
 def _exception_message(info: Any) -> str | None:
     """GX gives either one {raised_exception, exception_message} dict or one per failed metric."""
-    if not isinstance(info, dict) or not info:
-        return None
-    infos = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+    infos = exception_infos(info)
     msgs = [str(i.get("exception_message")) for i in infos
             if i.get("raised_exception") or i.get("exception_message")]
     return "; ".join(dict.fromkeys(msgs)) or None

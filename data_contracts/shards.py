@@ -31,12 +31,14 @@ from data_contracts.runner import (
     MAX_EXAMPLES,
     ContractReport,
     _gx,
+    exception_infos,
     expectation_position,
     failing_key,
     load_suite,
     run_suite,
     suite_parameters,
     suite_report,
+    validate_table,
 )
 
 SHARD_ROWS = 200_000  # ~1 GB of GX working set on HH-like texts; 1.6M rows are 8 shards
@@ -63,11 +65,10 @@ def validate_in_shards(df: pd.DataFrame, suite_name: str, parameters: dict[str, 
                        key: str = "prompt_id", shard_rows: int = SHARD_ROWS,
                        complete: bool = False) -> ContractReport:
     """:func:`data_contracts.runner.validate_table`'s report, computed shard by shard (module docstring)."""
-    params = suite_parameters(suite_name, parameters)
     shards = shard_rows_of(df, key, shard_rows)
     if len(shards) == 1:
-        return suite_report(suite_name, run_suite(df, suite_name, params, complete=complete), params,
-                            failing_key(df, complete))
+        return validate_table(df, suite_name, parameters, complete=complete)
+    params = suite_parameters(suite_name, parameters)
     kinds = expectation_kinds(suite_name, key)
     parts = [run_suite(df.iloc[s], suite_name, params, complete=complete)
              for s in tqdm(shards, desc=f"contracts {suite_name} ({len(df):,} rows)", unit="shard")]
@@ -173,10 +174,7 @@ def _restate(result: Any) -> None:
 
 
 def _raised(info: Any) -> bool:
-    if not isinstance(info, dict):
-        return False
-    infos = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
-    return any(i.get("raised_exception") for i in infos)
+    return any(i.get("raised_exception") for i in exception_infos(info))
 
 
 def _value_counts(values: list[Any]) -> list[dict[str, Any]]:
